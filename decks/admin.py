@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import Count
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+
+from decks.forms import DeckImportForm
+from decks.importers import DeckFormatError
+from decks.models import Card, CardProgress, Deck, Review, StudySettings
+from decks.services import import_deck_file
+
+
+class CardInline(admin.TabularInline):
+    model = Card
+    fields = ["position", "front", "back", "tags"]
+    ordering = ["position", "id"]
+    extra = 1
+
+
+@admin.register(Deck)
+class DeckAdmin(admin.ModelAdmin):
+    list_display = ["title", "owner", "is_public", "card_count", "updated_at"]
+    list_filter = ["is_public", ("owner", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["title", "description", "cards__front", "cards__back"]
+    list_select_related = ["owner"]
+    inlines = [CardInline]
+    actions = ["make_public", "make_private"]
+
+    def get_queryset(self, request: HttpRequest):
+        return super().get_queryset(request).annotate(card_count=Count("cards"))
+
+    @admin.display(description="cards", ordering="card_count")
+    def card_count(self, deck: Deck) -> int:
+        return deck.card_count
+
+    @admin.action(description="Make the selected decks public")
+    def make_public(self, request: HttpRequest, queryset) -> None:
+        updated = queryset.update(is_public=True)
+        self.message_user(request, f"{updated} deck(s) are now public.", messages.SUCCESS)
+
+    @admin.action(description="Make the selected decks private")
+    def make_private(self, request: HttpRequest, queryset) -> None:
+        updated = queryset.update(is_public=False)
+        self.message_user(request, f"{updated} deck(s) are now private.", messages.SUCCESS)
+
+    def get_urls(self):
+        return [
+            path(
+                "import/",
+                self.admin_site.admin_view(self.import_view),
+                name="decks_deck_import",
+            ),
+            *super().get_urls(),
+        ]
+
+    def import_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_add_permission(request):
+            return redirect("admin:index")
+        form = DeckImportForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                deck, parsed = import_deck_file(
+                    form.cleaned_data["file"].read(),
+                    title=form.cleaned_data["title"] or None,
+                    is_public=form.cleaned_data["is_public"],
+                )
+            except DeckFormatError as error:
+                form.add_error("file", f"{error} Nothing was imported.")
+            else:
+                skipped = "".join(
+                    f" Skipped card {s.number} (line {s.line}): {s.reason}." for s in parsed.skipped
+                )
+                self.message_user(
+                    request,
+                    f"Imported {len(parsed.cards)} cards into “{deck.title}”.{skipped}",
+                    messages.SUCCESS,
+                )
+                return redirect(reverse("admin:decks_deck_change", args=[deck.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "form": form,
+            "title": "Import a deck",
+        }
+        return TemplateResponse(request, "admin/decks/deck/import.html", context)
+
+
+@admin.register(Card)
+class CardAdmin(admin.ModelAdmin):
+    list_display = ["front", "deck", "position", "tags", "updated_at"]
+    list_filter = [("deck", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["front", "back", "tags"]
+    list_select_related = ["deck"]
+    ordering = ["deck", "position", "id"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Card | None = None):
+        # Students' progress rows keep a copy of the card's deck; moving it would split them.
+        return ["deck"] if obj is not None else []
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(Review)
+class ReviewAdmin(ReadOnlyAdmin):
+    list_display = ["reviewed_at", "user", "card", "rating", "state_before", "state_after"]
+    list_filter = ["rating", "state_before"]
+    search_fields = ["user__username", "card__front"]
+    list_select_related = ["user", "card"]
+    date_hierarchy = "reviewed_at"
+
+
+@admin.register(CardProgress)
+class CardProgressAdmin(ReadOnlyAdmin):
+    list_display = ["user", "card", "deck", "state", "due", "reps", "lapses", "last_rating"]
+    list_filter = ["state", ("deck", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["user__username", "card__front"]
+    list_select_related = ["user", "card", "deck"]
+
+
+@admin.register(StudySettings)
+class StudySettingsAdmin(admin.ModelAdmin):
+    list_display = ["user", "desired_retention", "new_per_day", "max_reviews_per_day", "time_zone"]
+    search_fields = ["user__username"]

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import zoneinfo
+
+from django import forms
+from django.contrib.auth.forms import UserCreationForm
+
+from decks.importers import MAX_IMPORT_BYTES
+from decks.models import StudySettings
+
+
+class SignupForm(UserCreationForm):
+    pass
+
+
+def _time_zone_choices() -> list[tuple[str, str]]:
+    return [(name, name.replace("_", " ")) for name in sorted(zoneinfo.available_timezones())]
+
+
+class StudySettingsForm(forms.ModelForm):
+    time_zone = forms.TypedChoiceField(choices=_time_zone_choices)
+    desired_retention = forms.FloatField(
+        min_value=0.70,
+        max_value=0.99,
+        widget=forms.NumberInput(attrs={"step": "0.01"}),
+        help_text=StudySettings._meta.get_field("desired_retention").help_text,
+    )
+
+    class Meta:
+        model = StudySettings
+        fields = [
+            "desired_retention",
+            "new_per_day",
+            "max_reviews_per_day",
+            "time_zone",
+            "day_start_hour",
+        ]
+
+
+class DeckImportForm(forms.Form):
+    file = forms.FileField(
+        help_text=f"The deck's text export, UTF-8, at most {MAX_IMPORT_BYTES // 1024 // 1024} MB."
+    )
+    title = forms.CharField(
+        max_length=200, required=False, help_text="Leave empty to use the file's title line."
+    )
+    is_public = forms.BooleanField(
+        required=False, initial=True, label="Public (every student can study it)"
+    )

@@ -1,0 +1,220 @@
+from __future__ import annotations
+
+import zoneinfo
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Count, Q
+
+
+class Rating(models.IntegerChoices):
+    """The student's 1–5 answer to "How well did you know this?"."""
+
+    NOT_AT_ALL = 1, "Not at all"
+    BARELY = 2, "Barely"
+    WITH_EFFORT = 3, "With effort"
+    WELL = 4, "Well"
+    PERFECTLY = 5, "Perfectly"
+
+
+class State(models.IntegerChoices):
+    # 1–3 match fsrs.State; NEW is ours (a card this student has never rated).
+    NEW = 0, "New"
+    LEARNING = 1, "Learning"
+    REVIEW = 2, "Review"
+    RELEARNING = 3, "Relearning"
+
+
+class DeckQuerySet(models.QuerySet):
+    def visible_to(self, user) -> DeckQuerySet:
+        """Decks this user may open: public ones, their own, and every deck for staff."""
+        if user.is_staff:
+            return self
+        return self.filter(Q(is_public=True) | Q(owner=user))
+
+    def with_card_counts(self) -> DeckQuerySet:
+        return self.annotate(card_count=Count("cards"))
+
+
+class Deck(models.Model):
+    title = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="decks",
+        help_text="Empty for a deck run by the admins.",
+    )
+    is_public = models.BooleanField(
+        default=False, help_text="Public decks can be studied by every signed-in student."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = DeckQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["title", "id"]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class Card(models.Model):
+    deck = models.ForeignKey(Deck, on_delete=models.CASCADE, related_name="cards")
+    front = models.TextField(help_text="The question, in Markdown.")
+    back = models.TextField(help_text="The answer, in Markdown.")
+    position = models.PositiveIntegerField(default=0, help_text="Order in the deck.")
+    tags = models.CharField(max_length=500, blank=True, help_text="Separated by spaces.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["deck", "position", "id"]
+        indexes = [
+            # The deck's cards in deck order (deck page, export, progress set-up).
+            models.Index(fields=["deck", "position"], name="card_deck_position"),
+        ]
+
+    def __str__(self) -> str:
+        return self.front[:80]
+
+
+class CardProgress(models.Model):
+    """One student's scheduling state for one card; written only by decks.services."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    card = models.ForeignKey(Card, on_delete=models.CASCADE, related_name="progress")
+    # Copies of card.deck and card.position, so the queue queries below are single
+    # index range scans instead of joins over the whole deck.
+    deck = models.ForeignKey(Deck, on_delete=models.CASCADE, related_name="+")
+    position = models.PositiveIntegerField(default=0)
+    state = models.PositiveSmallIntegerField(choices=State.choices, default=State.NEW)
+    step = models.PositiveSmallIntegerField(null=True, blank=True)
+    due = models.DateTimeField(null=True, blank=True)
+    stability = models.FloatField(null=True, blank=True)
+    difficulty = models.FloatField(null=True, blank=True)
+    reps = models.PositiveIntegerField(default=0)
+    lapses = models.PositiveIntegerField(default=0)
+    last_rating = models.PositiveSmallIntegerField(choices=Rating.choices, null=True, blank=True)
+    last_reviewed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "card progress"
+        constraints = [
+            models.UniqueConstraint(fields=["user", "card"], name="progress_unique_user_card"),
+        ]
+        indexes = [
+            # "This user's due cards in this deck, soonest first" (learning and review queues).
+            models.Index(fields=["user", "deck", "state", "due"], name="progress_queue_due"),
+            # "This user's new cards in this deck, in deck order".
+            models.Index(fields=["user", "deck", "state", "position"], name="progress_queue_new"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} · card {self.card_id} · {self.get_state_display()}"
+
+
+class Review(models.Model):
+    """Append-only rating history: one row per rating, with the state before and after."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    card = models.ForeignKey(Card, on_delete=models.CASCADE, related_name="reviews")
+    rating = models.PositiveSmallIntegerField(choices=Rating.choices)
+    reviewed_at = models.DateTimeField()
+    time_taken_ms = models.PositiveIntegerField(null=True, blank=True)
+    retrievability = models.FloatField(
+        null=True, blank=True, help_text="Predicted recall probability at review time."
+    )
+    state_before = models.PositiveSmallIntegerField(choices=State.choices)
+    step_before = models.PositiveSmallIntegerField(null=True, blank=True)
+    due_before = models.DateTimeField(null=True, blank=True)
+    stability_before = models.FloatField(null=True, blank=True)
+    difficulty_before = models.FloatField(null=True, blank=True)
+    state_after = models.PositiveSmallIntegerField(choices=State.choices)
+    step_after = models.PositiveSmallIntegerField(null=True, blank=True)
+    due_after = models.DateTimeField()
+    stability_after = models.FloatField()
+    difficulty_after = models.FloatField()
+    scheduled_days = models.FloatField(help_text="Interval from this review to the next due.")
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(rating__gte=1) & Q(rating__lte=5), name="review_rating_1_to_5"
+            ),
+        ]
+        indexes = [
+            # Today's counts, undo of the latest rating, the user's history export.
+            models.Index(fields=["user", "reviewed_at"], name="review_user_time"),
+            # One card's history for a user (undo restores the previous last rating).
+            models.Index(fields=["user", "card", "reviewed_at"], name="review_user_card_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} rated card {self.card_id} {self.rating} at {self.reviewed_at:%Y-%m-%d %H:%M}"
+
+
+def _valid_time_zone(value: str) -> None:
+    from django.core.exceptions import ValidationError
+
+    if value not in zoneinfo.available_timezones():
+        raise ValidationError(f"{value!r} is not a known time zone.")
+
+
+class StudySettings(models.Model):
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="study_settings"
+    )
+    desired_retention = models.FloatField(
+        default=0.9,
+        validators=[MinValueValidator(0.70), MaxValueValidator(0.99)],
+        help_text="The share of cards you want to still remember when they come back (0.70–0.99).",
+    )
+    new_per_day = models.PositiveIntegerField(
+        "new cards per day", default=20, validators=[MaxValueValidator(9999)]
+    )
+    max_reviews_per_day = models.PositiveIntegerField(
+        "maximum reviews per day", default=200, validators=[MaxValueValidator(9999)]
+    )
+    time_zone = models.CharField(max_length=64, default="UTC", validators=[_valid_time_zone])
+    day_start_hour = models.PositiveSmallIntegerField(
+        "hour the study day starts",
+        default=4,
+        validators=[MaxValueValidator(23)],
+        help_text="Reviews before this hour count towards the previous day.",
+    )
+
+    class Meta:
+        verbose_name_plural = "study settings"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(desired_retention__gte=0.7) & Q(desired_retention__lte=0.99),
+                name="settings_retention_range",
+            ),
+            models.CheckConstraint(condition=Q(day_start_hour__lte=23), name="settings_hour"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Study settings for {self.user}"
+
+    @classmethod
+    def for_user(cls, user) -> StudySettings:
+        """The user's settings, or the defaults (unsaved) if they never changed them."""
+        try:
+            return user.study_settings
+        except cls.DoesNotExist:
+            return cls(user=user)
+
+    def day_start(self, now: datetime) -> datetime:
+        """Start of the study day containing ``now``, as an aware datetime."""
+        local = now.astimezone(zoneinfo.ZoneInfo(self.time_zone))
+        start = local.replace(hour=self.day_start_hour, minute=0, second=0, microsecond=0)
+        if local < start:
+            # Aware arithmetic keeps the wall-clock hour across a DST change.
+            start -= timedelta(days=1)
+        return start

@@ -1,0 +1,199 @@
+"""The write paths. Only these functions write Review and CardProgress rows."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+
+from decks import scheduler
+from decks.importers import ParsedDeck, decode_upload, parse_seed_text
+from decks.models import Card, CardProgress, Deck, Rating, Review, State, StudySettings
+
+
+class StaleRating(Exception):
+    """The rating was for a card state that has already changed (a resent or late form)."""
+
+
+def scheduler_for(study_settings: StudySettings, *, fuzz: bool | None = None):
+    return scheduler.get_scheduler(
+        study_settings.desired_retention,
+        fuzz=settings.STUDYAPP_FSRS_FUZZ if fuzz is None else fuzz,
+    )
+
+
+def progress_state(progress: CardProgress) -> scheduler.CardState:
+    return scheduler.CardState(
+        state=progress.state,
+        step=progress.step,
+        due=progress.due,
+        stability=progress.stability,
+        difficulty=progress.difficulty,
+        last_review=progress.last_reviewed_at,
+    )
+
+
+def ensure_progress(user, deck: Deck) -> None:
+    """Give the user a "new" progress row for every card of the deck that lacks one.
+
+    One INSERT … SELECT, so it costs the same for 10 cards or 100,000; the study page
+    calls it when it opens, so cards added since the last visit join the queue.
+    """
+    progress = CardProgress._meta.db_table
+    card = Card._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {progress}
+                (user_id, card_id, deck_id, position, state, reps, lapses)
+            SELECT %s, c.id, c.deck_id, c.position, %s, 0, 0
+            FROM {card} c
+            WHERE c.deck_id = %s
+              AND NOT EXISTS (
+                SELECT 1 FROM {progress} p WHERE p.user_id = %s AND p.card_id = c.id
+              )
+            ON CONFLICT (user_id, card_id) DO NOTHING
+            """,
+            [user.pk, State.NEW, deck.pk, user.pk],
+        )
+
+
+def _locked_progress(user, card_id: int) -> CardProgress:
+    queryset = CardProgress.objects.select_for_update().filter(user=user, card_id=card_id)
+    progress = queryset.first()
+    if progress is None:
+        card = Card.objects.get(pk=card_id)
+        try:
+            with transaction.atomic():
+                CardProgress.objects.create(
+                    user=user, card=card, deck_id=card.deck_id, position=card.position
+                )
+        except IntegrityError:
+            pass  # created by a concurrent rating; lock that row below
+        progress = queryset.get()
+    return progress
+
+
+@transaction.atomic
+def record_review(
+    user,
+    card_id: int,
+    rating: int,
+    now: datetime,
+    *,
+    time_taken_ms: int | None = None,
+    expected_reps: int | None = None,
+    study_settings: StudySettings | None = None,
+) -> Review:
+    """Append a Review and move the card's progress on, as one transaction.
+
+    The progress row is locked first, so two concurrent ratings of one card are applied
+    one after the other. ``expected_reps`` is the card's review count when it was shown;
+    if it has changed since, the rating is stale and raises StaleRating.
+    """
+    rating = scheduler.validate_rating(rating)
+    if study_settings is None:
+        study_settings = StudySettings.for_user(user)
+    progress = _locked_progress(user, card_id)
+    if expected_reps is not None and progress.reps != expected_reps:
+        raise StaleRating
+    before = progress_state(progress)
+    outcome = scheduler.review(before, rating, now, scheduler_for(study_settings))
+    after = outcome.after
+    review = Review.objects.create(
+        user=user,
+        card_id=card_id,
+        rating=rating,
+        reviewed_at=now,
+        time_taken_ms=time_taken_ms,
+        retrievability=outcome.retrievability,
+        state_before=before.state,
+        step_before=before.step,
+        due_before=before.due,
+        stability_before=before.stability,
+        difficulty_before=before.difficulty,
+        state_after=after.state,
+        step_after=after.step,
+        due_after=after.due,
+        stability_after=after.stability,
+        difficulty_after=after.difficulty,
+        scheduled_days=outcome.scheduled_days,
+    )
+    progress.state = after.state
+    progress.step = after.step
+    progress.due = after.due
+    progress.stability = after.stability
+    progress.difficulty = after.difficulty
+    progress.reps += 1
+    progress.lapses += _is_lapse(before.state, rating)
+    progress.last_rating = rating
+    progress.last_reviewed_at = now
+    progress.save()
+    return review
+
+
+def _is_lapse(state_before: int, rating: int) -> bool:
+    """A review card the student failed to recall (1–2) is a lapse, as in Anki."""
+    return state_before == State.REVIEW and rating <= Rating.BARELY
+
+
+@transaction.atomic
+def undo_last_review(user, deck: Deck | None = None) -> Review | None:
+    """Take back the user's latest rating (in ``deck``, if given).
+
+    Deletes the Review row and puts the card's progress back exactly as it was before
+    that rating. Returns the deleted review (unsaved), or None if there was nothing.
+    """
+    reviews = Review.objects.filter(user=user)
+    if deck is not None:
+        reviews = reviews.filter(card__deck=deck)
+    # Locking the review makes a concurrent second undo wait, then skip the deleted row.
+    last = reviews.select_for_update(of=("self",)).order_by("-reviewed_at", "-id").first()
+    if last is None:
+        return None
+    progress = _locked_progress(user, last.card_id)
+    previous = (
+        Review.objects.filter(user=user, card_id=last.card_id)
+        .exclude(pk=last.pk)
+        .order_by("-reviewed_at", "-id")
+        .first()
+    )
+    progress.state = last.state_before
+    progress.step = last.step_before
+    progress.due = last.due_before
+    progress.stability = last.stability_before
+    progress.difficulty = last.difficulty_before
+    progress.reps -= 1
+    progress.lapses -= _is_lapse(last.state_before, last.rating)
+    progress.last_rating = previous.rating if previous else None
+    progress.last_reviewed_at = previous.reviewed_at if previous else None
+    progress.save()
+    last.delete()
+    return last
+
+
+@transaction.atomic
+def import_deck(
+    parsed: ParsedDeck, *, title: str | None = None, owner=None, is_public: bool = False
+) -> Deck:
+    """Save a parsed deck file as a new deck, all or nothing."""
+    deck = Deck.objects.create(
+        title=(title or parsed.title).strip()[:200], owner=owner, is_public=is_public
+    )
+    Card.objects.bulk_create(
+        [
+            Card(deck=deck, front=card.front, back=card.back, position=position)
+            for position, card in enumerate(parsed.cards, start=1)
+        ],
+        batch_size=1000,
+    )
+    return deck
+
+
+def import_deck_file(
+    data: bytes, *, title: str | None = None, owner=None, is_public: bool = False
+) -> tuple[Deck, ParsedDeck]:
+    """Decode, parse and save a deck file; raises DeckFormatError and saves nothing if bad."""
+    parsed = parse_seed_text(decode_upload(data))
+    return import_deck(parsed, title=title, owner=owner, is_public=is_public), parsed

@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from decks import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("settings/", views.study_settings, name="study_settings"),
+    path("decks/<int:deck_id>/", views.deck_detail, name="deck_detail"),
+    path("decks/<int:deck_id>/study/", views.study, name="study"),
+    path("decks/<int:deck_id>/study/flip/", views.flip, name="study_flip"),
+    path("decks/<int:deck_id>/study/rate/", views.rate, name="study_rate"),
+    path("decks/<int:deck_id>/study/undo/", views.undo, name="study_undo"),
+]

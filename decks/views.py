@@ -1,0 +1,257 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.core import signing
+from django.core.paginator import Paginator
+from django.db.models import Count, Q
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.vary import vary_on_headers
+
+from decks import queue, scheduler, services
+from decks.forms import SignupForm, StudySettingsForm
+from decks.models import CardProgress, Deck, Rating, Review, State, StudySettings
+
+# Longer than this and the student was away; time taken is recorded as this much.
+MAX_TIME_TAKEN = timedelta(minutes=10)
+CARD_TOKEN_SALT = "decks.study.card"
+
+RATING_HINTS = {
+    1: "Didn't recall it",
+    2: "Recalled it only after seeing the answer",
+    3: "Recalled it with serious difficulty",
+    4: "Recalled it after a pause",
+    5: "Recalled it instantly",
+}
+
+
+def _get_deck_for_user(request: HttpRequest, deck_id: int) -> Deck:
+    return get_object_or_404(Deck.objects.visible_to(request.user), pk=deck_id)
+
+
+@require_http_methods(["GET", "POST"])
+def signup(request: HttpRequest) -> HttpResponse:
+    if not settings.SIGNUP_ENABLED:
+        raise Http404("Sign-up is closed. Ask your teacher for an account.")
+    if request.user.is_authenticated:
+        return redirect("home")
+    form = SignupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = form.save()
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        messages.success(request, f"Welcome, {user.username}! Pick a deck to start studying.")
+        return redirect("home")
+    return render(request, "registration/signup.html", {"form": form})
+
+
+@login_required
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    now = timezone.now()
+    decks = list(
+        Deck.objects.visible_to(request.user).with_card_counts().select_related("owner")
+    )
+    # One grouped query for every deck's queue figures, not one per deck.
+    per_deck = {
+        row["deck_id"]: row
+        for row in CardProgress.objects.filter(user=request.user)
+        .values("deck_id")
+        .annotate(
+            learning=Count("id", filter=Q(state__in=queue.LEARNING_STATES, due__lte=now)),
+            due=Count("id", filter=Q(state=State.REVIEW, due__lte=now)),
+            studied=Count("id", filter=~Q(state=State.NEW)),
+        )
+    }
+    for deck in decks:
+        row = per_deck.get(deck.pk, {})
+        deck.learning_count = row.get("learning", 0)
+        deck.due_count = row.get("due", 0)
+        deck.new_count = max(deck.card_count - row.get("studied", 0), 0)
+    return render(request, "decks/home.html", {"decks": decks})
+
+
+@login_required
+@require_GET
+def deck_detail(request: HttpRequest, deck_id: int) -> HttpResponse:
+    deck = _get_deck_for_user(request, deck_id)
+    page = Paginator(deck.cards.order_by("position", "id"), 100).get_page(request.GET.get("page"))
+    return render(request, "decks/deck_detail.html", {"deck": deck, "page": page})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def study_settings(request: HttpRequest) -> HttpResponse:
+    instance = StudySettings.for_user(request.user)
+    form = StudySettingsForm(request.POST or None, instance=instance)
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        messages.success(request, "Your study settings are saved.")
+        return redirect("study_settings")
+    return render(request, "decks/settings.html", {"form": form})
+
+
+# --- Study flow ------------------------------------------------------------------------
+#
+# One page, /decks/<id>/study/, whose #study region is swapped by htmx at each step:
+# question -> (flip) answer with rating buttons -> (rate) next question; undo goes back.
+# Without JavaScript the same URLs answer full pages, and rate/undo redirect to the page.
+
+
+def _card_token(progress: CardProgress, shown_at) -> str:
+    """A signed note of which card was shown, at which review count, and when."""
+    return signing.dumps(
+        [progress.card_id, progress.reps, int(shown_at.timestamp() * 1000)], salt=CARD_TOKEN_SALT
+    )
+
+
+def _read_card_token(token: str) -> tuple[int, int, int] | None:
+    try:
+        card_id, reps, shown_ms = signing.loads(token, salt=CARD_TOKEN_SALT, max_age=86400)
+    except (signing.BadSignature, ValueError, TypeError):
+        return None
+    return card_id, reps, shown_ms
+
+
+def _study_context(request: HttpRequest, deck: Deck, now, *, card_id: int | None = None) -> dict:
+    study_settings = StudySettings.for_user(request.user)
+    done = queue.done_today(request.user, study_settings, now)
+    progress = None
+    if card_id is not None:
+        progress = (
+            CardProgress.objects.select_related("card")
+            .filter(user=request.user, deck=deck, card_id=card_id)
+            .first()
+        )
+    if progress is None:
+        progress = queue.next_card(request.user, deck, study_settings, now, done)
+    context = {
+        "deck": deck,
+        "counts": queue.counts(request.user, deck, study_settings, now, done),
+        "progress": progress,
+        "revealed": False,
+    }
+    if progress is None:
+        context["next_due"] = queue.next_due(request.user, deck)
+    else:
+        context["token"] = _card_token(progress, now)
+    return context
+
+
+def _render_study(request: HttpRequest, context: dict, status: int = 200) -> HttpResponse:
+    template = "decks/study.html#study" if request.htmx else "decks/study.html"
+    if not request.htmx:
+        context["first_time"] = not Review.objects.filter(user=request.user).exists()
+    return render(request, template, context, status=status)
+
+
+@login_required
+@require_GET
+@vary_on_headers("HX-Request")
+def study(request: HttpRequest, deck_id: int) -> HttpResponse:
+    deck = _get_deck_for_user(request, deck_id)
+    if not request.htmx:
+        services.ensure_progress(request.user, deck)
+    card_id = request.GET.get("card")
+    context = _study_context(
+        request, deck, timezone.now(), card_id=int(card_id) if card_id and card_id.isdigit() else None
+    )
+    return _render_study(request, context)
+
+
+@login_required
+@require_GET
+@vary_on_headers("HX-Request")
+def flip(request: HttpRequest, deck_id: int) -> HttpResponse:
+    deck = _get_deck_for_user(request, deck_id)
+    token = request.GET.get("token", "")
+    shown = _read_card_token(token)
+    if shown is None:
+        return HttpResponseBadRequest("This study link is broken or too old. Reload the deck.")
+    card_id, _reps, _shown_ms = shown
+    now = timezone.now()
+    progress = get_object_or_404(
+        CardProgress.objects.select_related("card"), user=request.user, deck=deck, card_id=card_id
+    )
+    study_settings = StudySettings.for_user(request.user)
+    done = queue.done_today(request.user, study_settings, now)
+    intervals = scheduler.preview(
+        services.progress_state(progress), now, services.scheduler_for(study_settings, fuzz=False)
+    )
+    context = {
+        "deck": deck,
+        "counts": queue.counts(request.user, deck, study_settings, now, done),
+        "progress": progress,
+        "revealed": True,
+        "token": token,
+        "ratings": [
+            {
+                "value": rating.value,
+                "label": rating.label,
+                "hint": RATING_HINTS[rating.value],
+                "interval": scheduler.format_interval(intervals[rating.value]),
+                "recalled": rating.value >= Rating.WITH_EFFORT,
+            }
+            for rating in Rating
+        ],
+    }
+    return _render_study(request, context)
+
+
+@login_required
+@require_POST
+@vary_on_headers("HX-Request")
+def rate(request: HttpRequest, deck_id: int) -> HttpResponse:
+    deck = _get_deck_for_user(request, deck_id)
+    shown = _read_card_token(request.POST.get("token", ""))
+    if shown is None:
+        return HttpResponseBadRequest("This rating form is broken or too old. Reload the deck.")
+    card_id, reps, shown_ms = shown
+    try:
+        rating = scheduler.validate_rating(int(request.POST.get("rating", "")))
+    except (ValueError, scheduler.InvalidRating):
+        return HttpResponseBadRequest("A rating must be a whole number from 1 to 5.")
+    if not CardProgress.objects.filter(user=request.user, deck=deck, card_id=card_id).exists():
+        raise Http404("That card is not in this deck.")
+    now = timezone.now()
+    taken = now - datetime.fromtimestamp(shown_ms / 1000, tz=UTC)
+    taken = min(max(taken, timedelta(0)), MAX_TIME_TAKEN)
+    try:
+        services.record_review(
+            request.user,
+            card_id,
+            rating,
+            now,
+            time_taken_ms=int(taken.total_seconds() * 1000),
+            expected_reps=reps,
+        )
+    except services.StaleRating:
+        messages.info(request, "That card was already rated, so this rating was not counted again.")
+    if not request.htmx:
+        return redirect("study", deck_id=deck.pk)
+    return _render_study(request, _study_context(request, deck, now))
+
+
+@login_required
+@require_POST
+@vary_on_headers("HX-Request")
+def undo(request: HttpRequest, deck_id: int) -> HttpResponse:
+    deck = _get_deck_for_user(request, deck_id)
+    undone = services.undo_last_review(request.user, deck)
+    if undone is None:
+        messages.info(request, "There is nothing to undo in this deck.")
+        card_id = None
+    else:
+        messages.success(request, "Your last rating was undone.")
+        card_id = undone.card_id
+    if not request.htmx:
+        url = reverse("study", kwargs={"deck_id": deck.pk})
+        return redirect(f"{url}?card={card_id}" if card_id else url)
+    return _render_study(request, _study_context(request, deck, timezone.now(), card_id=card_id))
