@@ -156,7 +156,7 @@ class Review(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.user} rated card {self.card_id} {self.rating} at {self.reviewed_at:%Y-%m-%d %H:%M}"
+        return f"{self.user} rated card {self.card_id}: {self.rating}"
 
 
 def _valid_time_zone(value: str) -> None:

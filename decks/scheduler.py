@@ -105,9 +105,7 @@ def retrievability(card: CardState, now: datetime, scheduler: fsrs.Scheduler) ->
     return scheduler.get_card_retrievability(_to_fsrs(card, now), _utc(now))
 
 
-def review(
-    card: CardState, rating: int, now: datetime, scheduler: fsrs.Scheduler
-) -> Outcome:
+def review(card: CardState, rating: int, now: datetime, scheduler: fsrs.Scheduler) -> Outcome:
     rating = validate_rating(rating)
     now = _utc(now)
     new, _log = scheduler.review_card(_to_fsrs(card, now), RATING_TO_FSRS[rating], now)

@@ -11,6 +11,11 @@ from decks import scheduler
 from decks.importers import ParsedDeck, decode_upload, parse_seed_text
 from decks.models import Card, CardProgress, Deck, Rating, Review, State, StudySettings
 
+PROGRESS_STATE_FIELDS = [
+    "state", "step", "due", "stability", "difficulty", "reps", "lapses", "last_rating",
+    "last_reviewed_at",
+]  # fmt: skip
+
 
 class StaleRating(Exception):
     """The rating was for a card state that has already changed (a resent or late form)."""
@@ -129,7 +134,7 @@ def record_review(
     progress.lapses += _is_lapse(before.state, rating)
     progress.last_rating = rating
     progress.last_reviewed_at = now
-    progress.save()
+    progress.save(update_fields=PROGRESS_STATE_FIELDS)
     return review
 
 
@@ -168,7 +173,7 @@ def undo_last_review(user, deck: Deck | None = None) -> Review | None:
     progress.lapses -= _is_lapse(last.state_before, last.rating)
     progress.last_rating = previous.rating if previous else None
     progress.last_reviewed_at = previous.reviewed_at if previous else None
-    progress.save()
+    progress.save(update_fields=PROGRESS_STATE_FIELDS)
     last.delete()
     return last
 

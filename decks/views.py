@@ -56,9 +56,7 @@ def signup(request: HttpRequest) -> HttpResponse:
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
-    decks = list(
-        Deck.objects.visible_to(request.user).with_card_counts().select_related("owner")
-    )
+    decks = list(Deck.objects.visible_to(request.user).with_card_counts().select_related("owner"))
     # One grouped query for every deck's queue figures, not one per deck.
     per_deck = {
         row["deck_id"]: row
@@ -120,8 +118,15 @@ def _read_card_token(token: str) -> tuple[int, int, int] | None:
     return card_id, reps, shown_ms
 
 
-def _study_context(request: HttpRequest, deck: Deck, now, *, card_id: int | None = None) -> dict:
-    study_settings = StudySettings.for_user(request.user)
+def _study_context(
+    request: HttpRequest,
+    deck: Deck,
+    now: datetime,
+    *,
+    card_id: int | None = None,
+    study_settings: StudySettings | None = None,
+) -> dict:
+    study_settings = study_settings or StudySettings.for_user(request.user)
     done = queue.done_today(request.user, study_settings, now)
     progress = None
     if card_id is not None:
@@ -161,7 +166,10 @@ def study(request: HttpRequest, deck_id: int) -> HttpResponse:
         services.ensure_progress(request.user, deck)
     card_id = request.GET.get("card")
     context = _study_context(
-        request, deck, timezone.now(), card_id=int(card_id) if card_id and card_id.isdigit() else None
+        request,
+        deck,
+        timezone.now(),
+        card_id=int(card_id) if card_id and card_id.isdigit() else None,
     )
     return _render_study(request, context)
 
@@ -223,6 +231,7 @@ def rate(request: HttpRequest, deck_id: int) -> HttpResponse:
     now = timezone.now()
     taken = now - datetime.fromtimestamp(shown_ms / 1000, tz=UTC)
     taken = min(max(taken, timedelta(0)), MAX_TIME_TAKEN)
+    study_settings = StudySettings.for_user(request.user)
     try:
         services.record_review(
             request.user,
@@ -231,12 +240,13 @@ def rate(request: HttpRequest, deck_id: int) -> HttpResponse:
             now,
             time_taken_ms=int(taken.total_seconds() * 1000),
             expected_reps=reps,
+            study_settings=study_settings,
         )
     except services.StaleRating:
         messages.info(request, "That card was already rated, so this rating was not counted again.")
     if not request.htmx:
         return redirect("study", deck_id=deck.pk)
-    return _render_study(request, _study_context(request, deck, now))
+    return _render_study(request, _study_context(request, deck, now, study_settings=study_settings))
 
 
 @login_required

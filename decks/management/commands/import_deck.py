@@ -39,7 +39,9 @@ class Command(BaseCommand):
         except DeckFormatError as error:
             raise CommandError(f"{file}: {error} Nothing was imported.") from None
         for skipped in parsed.skipped:
-            self.stdout.write(f"Skipped card {skipped.number} (line {skipped.line}): {skipped.reason}")
+            self.stdout.write(
+                f"Skipped card {skipped.number} (line {skipped.line}): {skipped.reason}"
+            )
         self.stdout.write(
             f"Imported {len(parsed.cards)} cards into deck {deck.pk} “{deck.title}”"
             f" ({'public' if deck.is_public else 'private'}), skipped {len(parsed.skipped)},"

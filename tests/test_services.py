@@ -1,0 +1,164 @@
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from decks import services
+from decks.models import Card, CardProgress, Review, State
+from decks.scheduler import InvalidRating
+from tests.conftest import NOW, make_deck, make_user
+
+FIELDS = [
+    "state", "step", "due", "stability", "difficulty", "reps", "lapses", "last_rating",
+    "last_reviewed_at",
+]  # fmt: skip
+
+
+def snapshot(user, card) -> dict:
+    return CardProgress.objects.filter(user=user, card=card).values(*FIELDS).get()
+
+
+@pytest.fixture
+def card(deck) -> Card:
+    return deck.cards.order_by("position").first()
+
+
+def test_ensure_progress_adds_new_rows_once(student, deck):
+    services.ensure_progress(student, deck)
+    services.ensure_progress(student, deck)
+    rows = CardProgress.objects.filter(user=student, deck=deck)
+    assert rows.count() == 3
+    assert set(rows.values_list("state", flat=True)) == {State.NEW}
+    assert list(rows.order_by("position").values_list("position", flat=True)) == [1, 2, 3]
+
+
+def test_record_review_appends_history_and_moves_progress(student, card):
+    review = services.record_review(student, card.pk, 4, NOW, time_taken_ms=3200)
+    assert review.state_before == State.NEW
+    assert review.state_after == State.LEARNING
+    assert review.time_taken_ms == 3200
+    assert review.retrievability is None
+    assert review.due_after == NOW + timedelta(minutes=10)
+    progress = snapshot(student, card)
+    assert progress["reps"] == 1
+    assert progress["last_rating"] == 4
+    assert progress["last_reviewed_at"] == NOW
+    assert progress["due"] == review.due_after
+
+
+def test_review_records_retrievability_of_a_studied_card(student, card):
+    first = services.record_review(student, card.pk, 5, NOW)
+    second = services.record_review(student, card.pk, 4, first.due_after)
+    assert 0 < second.retrievability < 1
+    assert second.state_before == State.REVIEW
+
+
+@pytest.mark.parametrize("bad", [0, 6, "4"])
+def test_rating_out_of_range_records_nothing(student, card, bad):
+    with pytest.raises(InvalidRating):
+        services.record_review(student, card.pk, bad, NOW)
+    assert not Review.objects.exists()
+    assert not CardProgress.objects.exists()
+
+
+def test_stale_rating_is_refused(student, card):
+    services.record_review(student, card.pk, 3, NOW, expected_reps=0)
+    with pytest.raises(services.StaleRating):
+        services.record_review(student, card.pk, 3, NOW, expected_reps=0)
+    assert Review.objects.count() == 1
+
+
+def test_lapse_counts_a_forgotten_review_card(student, card):
+    first = services.record_review(student, card.pk, 5, NOW)
+    services.record_review(student, card.pk, 1, first.due_after)
+    assert snapshot(student, card)["lapses"] == 1
+
+
+def test_undo_first_review_restores_new(student, deck, card):
+    services.ensure_progress(student, deck)
+    before = snapshot(student, card)
+    services.record_review(student, card.pk, 3, NOW)
+    undone = services.undo_last_review(student, deck)
+    assert undone.card_id == card.pk
+    assert snapshot(student, card) == before
+    assert before["state"] == State.NEW
+    assert not Review.objects.exists()
+
+
+def test_undo_later_review_restores_previous_state(student, deck, card):
+    first = services.record_review(student, card.pk, 5, NOW)
+    before = snapshot(student, card)
+    services.record_review(student, card.pk, 1, first.due_after)
+    services.undo_last_review(student, deck)
+    assert snapshot(student, card) == before
+    assert Review.objects.count() == 1
+
+
+def test_undo_only_takes_back_own_reviews_in_that_deck(student, other_student, deck, card):
+    other_deck = make_deck("Other", cards=1)
+    services.record_review(student, card.pk, 4, NOW)
+    services.record_review(other_student, card.pk, 4, NOW + timedelta(seconds=5))
+    services.record_review(student, other_deck.cards.get().pk, 4, NOW + timedelta(seconds=9))
+    undone = services.undo_last_review(student, deck)
+    assert undone.card_id == card.pk
+    assert Review.objects.filter(user=other_student).count() == 1
+    assert Review.objects.filter(user=student).count() == 1
+    assert services.undo_last_review(student, deck) is None
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    sequence=st.lists(st.integers(min_value=1, max_value=5), min_size=1, max_size=12),
+    gaps=st.lists(st.integers(min_value=1, max_value=60 * 24 * 40), min_size=12, max_size=12),
+)
+def test_undo_after_any_sequence_restores_previous_state(student, deck, sequence, gaps):
+    card = Card.objects.create(deck=deck, front="q", back="a", position=99)
+    services.ensure_progress(student, deck)
+    now, states = NOW, []
+    for rating, gap in zip(sequence, gaps, strict=False):
+        states.append(snapshot(student, card))
+        services.record_review(student, card.pk, rating, now)
+        now += timedelta(minutes=gap)
+        assert snapshot(student, card)["reps"] == Review.objects.filter(card=card).count()
+    while states:
+        services.undo_last_review(student, deck)
+        assert snapshot(student, card) == states.pop()
+    assert not Review.objects.filter(card=card).exists()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks need PostgreSQL")
+@pytest.mark.django_db(transaction=True)
+def test_two_concurrent_ratings_apply_one_after_the_other():
+    student = make_user("racer")
+    card = make_deck("Race", cards=1).cards.get()
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def rate(rating: int) -> None:
+        try:
+            barrier.wait()
+            services.record_review(student, card.pk, rating, NOW)
+        except BaseException as error:  # noqa: BLE001 - reported to the main thread
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=rate, args=(r,)) for r in (3, 4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    first, second = Review.objects.filter(card=card).order_by("id")
+    assert first.state_before == State.NEW
+    # The second rating started from the first one's result, not from "new" again.
+    assert second.state_before == first.state_after
+    assert second.due_before == first.due_after
+    assert snapshot(student, card)["reps"] == 2
