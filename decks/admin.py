@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
-from decks.forms import DeckImportForm
+from decks.forms import DeckImportForm, ProgressExportForm
 from decks.importers import DeckFormatError
 from decks.models import Card, CardProgress, Deck, Review, StudySettings
 from decks.services import import_deck_file
@@ -27,7 +31,7 @@ class DeckAdmin(admin.ModelAdmin):
     search_fields = ["title", "description", "cards__front", "cards__back"]
     list_select_related = ["owner"]
     inlines = [CardInline]
-    actions = ["make_public", "make_private"]
+    actions = ["make_public", "make_private", "export_reviews", "export_cards"]
 
     def get_queryset(self, request: HttpRequest):
         return super().get_queryset(request).annotate(card_count=Count("cards"))
@@ -46,6 +50,14 @@ class DeckAdmin(admin.ModelAdmin):
         updated = queryset.update(is_public=False)
         self.message_user(request, f"{updated} deck(s) are now private.", messages.SUCCESS)
 
+    @admin.action(description="Export students' reviews of the selected decks (CSV)")
+    def export_reviews(self, request: HttpRequest, queryset) -> HttpResponse:
+        return _export_redirect("reviews", deck=queryset.values_list("pk", flat=True))
+
+    @admin.action(description="Export students' card progress in the selected decks (CSV)")
+    def export_cards(self, request: HttpRequest, queryset) -> HttpResponse:
+        return _export_redirect("cards", deck=queryset.values_list("pk", flat=True))
+
     def get_urls(self):
         return [
             path(
@@ -53,8 +65,30 @@ class DeckAdmin(admin.ModelAdmin):
                 self.admin_site.admin_view(self.import_view),
                 name="decks_deck_import",
             ),
+            path(
+                "export-progress/",
+                self.admin_site.admin_view(self.export_view),
+                name="decks_deck_export_progress",
+            ),
             *super().get_urls(),
         ]
+
+    def export_view(self, request: HttpRequest) -> HttpResponse:
+        """Pick decks and students, then download everyone's progress as CSV."""
+        form = ProgressExportForm(request.GET or None)
+        if request.GET and form.is_valid():
+            return _export_redirect(
+                form.cleaned_data["kind"],
+                deck=[deck.pk for deck in form.cleaned_data["decks"]],
+                user=[user.pk for user in form.cleaned_data["users"]],
+            )
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "form": form,
+            "title": "Export students' progress",
+        }
+        return TemplateResponse(request, "admin/decks/deck/export_progress.html", context)
 
     def import_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_add_permission(request):
@@ -86,6 +120,11 @@ class DeckAdmin(admin.ModelAdmin):
             "title": "Import a deck",
         }
         return TemplateResponse(request, "admin/decks/deck/import.html", context)
+
+
+def _export_redirect(kind: str, *, deck=(), user=()) -> HttpResponse:
+    query = urlencode({"scope": "all", "deck": list(deck), "user": list(user)}, doseq=True)
+    return redirect(f"{reverse('export_progress', args=[kind])}?{query}")
 
 
 @admin.register(Card)
@@ -133,3 +172,19 @@ class CardProgressAdmin(ReadOnlyAdmin):
 class StudySettingsAdmin(admin.ModelAdmin):
     list_display = ["user", "desired_retention", "new_per_day", "max_reviews_per_day", "time_zone"]
     search_fields = ["user__username"]
+
+
+admin.site.unregister(get_user_model())
+
+
+@admin.register(get_user_model())
+class StudentAdmin(UserAdmin):
+    actions = ["export_reviews", "export_cards"]
+
+    @admin.action(description="Export the selected users' reviews (CSV)")
+    def export_reviews(self, request: HttpRequest, queryset) -> HttpResponse:
+        return _export_redirect("reviews", user=queryset.values_list("pk", flat=True))
+
+    @admin.action(description="Export the selected users' card progress (CSV)")
+    def export_cards(self, request: HttpRequest, queryset) -> HttpResponse:
+        return _export_redirect("cards", user=queryset.values_list("pk", flat=True))

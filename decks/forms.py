@@ -3,10 +3,11 @@ from __future__ import annotations
 import zoneinfo
 
 from django import forms
+from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import UserCreationForm
 
 from decks.importers import MAX_IMPORT_BYTES
-from decks.models import StudySettings
+from decks.models import Deck, StudySettings
 
 
 class SignupForm(UserCreationForm):
@@ -46,4 +47,19 @@ class DeckImportForm(forms.Form):
     )
     is_public = forms.BooleanField(
         required=False, initial=True, label="Public (every student can study it)"
+    )
+
+
+class ProgressExportForm(forms.Form):
+    kind = forms.ChoiceField(
+        choices=[("reviews", "One row per review"), ("cards", "One row per student and card")]
+    )
+    decks = forms.ModelMultipleChoiceField(
+        queryset=Deck.objects.all(), required=False, help_text="None selected: every deck."
+    )
+    users = forms.ModelMultipleChoiceField(
+        queryset=get_user_model().objects.order_by("username"),
+        required=False,
+        label="Students",
+        help_text="None selected: every student.",
     )

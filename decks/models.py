@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
-from django.db.models import Count, Q
+from django.db.models import Count, FilteredRelation, Q, Value
 
 
 class Rating(models.IntegerChoices):
@@ -33,6 +33,20 @@ class DeckQuerySet(models.QuerySet):
         if user.is_staff:
             return self
         return self.filter(Q(is_public=True) | Q(owner=user))
+
+    def cards_for_export(self, user) -> models.QuerySet:
+        """Rows for the cards CSV of one student: every card of these decks, with the
+        student's progress where they have some (never-studied cards count too)."""
+        return (
+            Card.objects.filter(deck__in=self)
+            .annotate(mine=FilteredRelation("progress", condition=Q(progress__user=user)))
+            .order_by("deck__title", "deck_id", "position", "id")
+            .values_list(
+                Value(user.get_username()), "deck__title", "id", "front", "mine__reps",
+                "mine__lapses", "mine__last_rating", "mine__last_reviewed_at", "mine__due",
+                "mine__state", "mine__stability",
+            )
+        )  # fmt: skip
 
     def with_card_counts(self) -> DeckQuerySet:
         return self.annotate(card_count=Count("cards"))
@@ -84,6 +98,16 @@ class Card(models.Model):
         return self.front[:80]
 
 
+class CardProgressQuerySet(models.QuerySet):
+    def for_export(self) -> models.QuerySet:
+        """Rows for the cards CSV (decks.exporters.card_rows), in deck order."""
+        ordered = self.order_by("user__username", "deck__title", "deck_id", "position", "card_id")
+        return ordered.values_list(
+            "user__username", "deck__title", "card_id", "card__front", "reps", "lapses",
+            "last_rating", "last_reviewed_at", "due", "state", "stability",
+        )  # fmt: skip
+
+
 class CardProgress(models.Model):
     """One student's scheduling state for one card; written only by decks.services."""
 
@@ -103,6 +127,8 @@ class CardProgress(models.Model):
     last_rating = models.PositiveSmallIntegerField(choices=Rating.choices, null=True, blank=True)
     last_reviewed_at = models.DateTimeField(null=True, blank=True)
 
+    objects = CardProgressQuerySet.as_manager()
+
     class Meta:
         verbose_name_plural = "card progress"
         constraints = [
@@ -117,6 +143,16 @@ class CardProgress(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} · card {self.card_id} · {self.get_state_display()}"
+
+
+class ReviewQuerySet(models.QuerySet):
+    def for_export(self) -> models.QuerySet:
+        """Rows for the reviews CSV (decks.exporters.review_rows), oldest first."""
+        return self.order_by("reviewed_at", "id").values_list(
+            "user__username", "card__deck__title", "card_id", "card__front", "rating",
+            "reviewed_at", "time_taken_ms", "state_before", "state_after", "scheduled_days",
+            "due_after", "stability_after", "difficulty_after", "retrievability",
+        )  # fmt: skip
 
 
 class Review(models.Model):
@@ -141,6 +177,8 @@ class Review(models.Model):
     stability_after = models.FloatField()
     difficulty_after = models.FloatField()
     scheduled_days = models.FloatField(help_text="Interval from this review to the next due.")
+
+    objects = ReviewQuerySet.as_manager()
 
     class Meta:
         constraints = [

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import path, re_path
 
 from decks import views
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("settings/", views.study_settings, name="study_settings"),
+    re_path(
+        r"^export/(?P<kind>reviews|cards)\.csv$", views.export_progress, name="export_progress"
+    ),
     path("decks/<int:deck_id>/", views.deck_detail, name="deck_detail"),
     path("decks/<int:deck_id>/study/", views.study, name="study"),
     path("decks/<int:deck_id>/study/flip/", views.flip, name="study_flip"),

@@ -4,19 +4,26 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import login
+from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
 from django.core import signing
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    StreamingHttpResponse,
+)
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from decks import queue, scheduler, services
+from decks import exporters, queue, scheduler, services
 from decks.forms import SignupForm, StudySettingsForm
 from decks.models import CardProgress, Deck, Rating, Review, State, StudySettings
 
@@ -265,3 +272,53 @@ def undo(request: HttpRequest, deck_id: int) -> HttpResponse:
         url = reverse("study", kwargs={"deck_id": deck.pk})
         return redirect(f"{url}?card={card_id}" if card_id else url)
     return _render_study(request, _study_context(request, deck, timezone.now(), card_id=card_id))
+
+
+# --- Progress export ----------------------------------------------------------------------
+
+
+def _ids(request: HttpRequest, name: str) -> list[int] | None:
+    """Repeated integer query parameter; None when absent, ValueError when malformed."""
+    values = request.GET.getlist(name)
+    return [int(value) for value in values] if values else None
+
+
+@login_required
+@require_GET
+def export_progress(request: HttpRequest, kind: str) -> HttpResponse:
+    """The reviews or cards CSV. Students get their own rows only; staff may ask for
+    everyone's (``scope=all``) or chosen students' (``user=ID``), filtered by ``deck=ID``."""
+    try:
+        deck_ids = _ids(request, "deck")
+        user_ids = _ids(request, "user")
+    except ValueError:
+        return HttpResponseBadRequest("deck and user must be numeric ids.")
+    everyone = request.GET.get("scope") == "all"
+    if (everyone or user_ids) and not request.user.is_staff:
+        raise Http404("Only staff can export other students' progress.")
+    decks = Deck.objects.visible_to(request.user)
+    if deck_ids:
+        decks = decks.filter(pk__in=deck_ids)
+        if len(decks) != len(set(deck_ids)):
+            raise Http404("No such deck.")
+    now = timezone.now()
+    if not (everyone or user_ids):
+        if kind == "reviews":
+            rows = Review.objects.filter(user=request.user, card__deck__in=decks).for_export()
+        else:
+            rows = decks.cards_for_export(request.user)
+    else:
+        model = Review if kind == "reviews" else CardProgress
+        scope = {"card__deck__in": decks} if kind == "reviews" else {"deck__in": decks}
+        rows = model.objects.filter(**scope)
+        if user_ids:
+            rows = rows.filter(user__in=get_user_model().objects.filter(pk__in=user_ids))
+        rows = rows.for_export()
+    what = decks[0].title if deck_ids and len(deck_ids) == 1 else "all-decks"
+    filename = f"studyapp-{kind}-{slugify(what)[:60] or 'deck'}-{now:%Y-%m-%d}.csv"
+    response = StreamingHttpResponse(
+        exporters.progress_csv(kind, rows.iterator(chunk_size=5000), now),
+        content_type="text/csv; charset=utf-8",
+    )
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response

@@ -3,13 +3,29 @@
 (function () {
   "use strict";
   var autoFocused = null;
+  // htmx inserts the new #study content at the swap but wires up its hx-get/hx-post
+  // forms only when the swap settles (htmx.config.defaultSettleDelay, 20 ms later). A
+  // shortcut in between would click a button htmx does not handle yet, and the browser
+  // would submit its form as a full page load, so shortcuts wait for the settle.
+  var settling = false;
 
+  document.addEventListener("htmx:afterSwap", function () {
+    settling = true;
+  });
+  document.addEventListener("htmx:swapError", function () {
+    settling = false;
+  });
   document.addEventListener("htmx:afterSettle", function () {
+    settling = false;
     autoFocused = document.activeElement;
   });
   document.addEventListener("DOMContentLoaded", function () {
     autoFocused = document.activeElement;
   });
+
+  function isShortcut(key) {
+    return key === " " || key === "Enter" || (key >= "1" && key <= "5") || key === "u" || key === "U";
+  }
 
   function click(selector) {
     var el = document.querySelector("#study " + selector);
@@ -23,6 +39,10 @@
     var target = event.target;
     if (target.closest && target.closest("input, textarea, select, summary, a")) return;
     var key = event.key;
+    if (settling) {
+      if (isShortcut(key)) event.preventDefault();
+      return;
+    }
     if (key === " " || key === "Enter") {
       // A focused rating button reached by Tab keeps the browser's own Space/Enter;
       // one we focused for the student does not, so a reflex key press rates nothing.

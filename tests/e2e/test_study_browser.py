@@ -70,12 +70,27 @@ def expect_all_rating_buttons(page: Page) -> None:
         expect(rating_button(page, value)).to_be_visible()
 
 
-def flip_and_rate_with_keyboard(page: Page, key: str) -> None:
-    page.keyboard.press("Space")
-    expect(rating_button(page, int(key))).to_be_visible()
+def expect_ready_for_the_next_key(page: Page) -> None:
+    """Wait until htmx has settled the swap: it moves focus to the next step's control.
+
+    A key pressed before that is ignored on purpose (see study.js), so a test that only
+    waited for the new content to be visible would race it.
+    """
+    ready = show_answer_button(page).or_(rating_button(page, 1)).or_(all_done(page))
+    expect(ready).to_be_focused()
+
+
+def press_when_ready(page: Page, key: str) -> None:
+    expect_ready_for_the_next_key(page)
     page.keyboard.press(key)
-    # The rating buttons are gone once the next question (or the end) is swapped in.
-    expect(show_answer_button(page).or_(all_done(page))).to_be_visible()
+
+
+def flip_and_rate_with_keyboard(page: Page, key: str) -> None:
+    press_when_ready(page, "Space")
+    expect(rating_button(page, int(key))).to_be_visible()
+    press_when_ready(page, key)
+    expect(rating_button(page, 1)).to_be_hidden()
+    expect_ready_for_the_next_key(page)
 
 
 def study_to_the_end(page: Page, step) -> int:
@@ -101,10 +116,10 @@ def test_a_student_studies_the_whole_deck_by_keyboard_without_a_full_page_load(
     expect(question(page)).to_contain_text(FIRST_QUESTION)
     page.evaluate("window.__noReload = 42")
 
-    page.keyboard.press("Space")
+    press_when_ready(page, "Space")
     expect(answer(page)).to_contain_text(FIRST_ANSWER)
     expect_all_rating_buttons(page)
-    page.keyboard.press("4")  # a learning step: card 1 comes back within the learn-ahead
+    press_when_ready(page, "4")  # a learning step: card 1 comes back within the learn-ahead
     expect(question(page)).to_contain_text(questions[1])
 
     flip_and_rate_with_keyboard(page, "1")
@@ -112,10 +127,10 @@ def test_a_student_studies_the_whole_deck_by_keyboard_without_a_full_page_load(
     flip_and_rate_with_keyboard(page, "3")
     expect(question(page)).to_contain_text(questions[3])
 
-    page.keyboard.press("u")
+    press_when_ready(page, "u")
     expect(status_message(page)).to_have_text("Your last rating was undone.")
     expect(question(page)).to_contain_text(questions[2])
-    expect(show_answer_button(page)).to_be_visible()
+    expect(show_answer_button(page)).to_be_focused()
 
     steps = study_to_the_end(page, lambda: flip_and_rate_with_keyboard(page, "5"))
 
@@ -185,8 +200,12 @@ def test_focus_follows_the_study_step_and_the_answer_is_announced(
 
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
 def test_study_page_screenshots_for_review(
-    student_page: Page, live_server, demo_deck: Deck, browser_errors: BrowserErrors,
-    artifacts_dir, viewport: dict,
+    student_page: Page,
+    live_server,
+    demo_deck: Deck,
+    browser_errors: BrowserErrors,
+    artifacts_dir,
+    viewport: dict,
 ) -> None:
     page = student_page
     page.set_viewport_size(viewport)
@@ -218,4 +237,36 @@ def test_rating_buttons_are_big_enough_to_tap_and_fit_a_phone_screen(
         assert box["x"] + box["width"] <= PHONE["width"], f"button {value} overflows"
     scroll_width = page.evaluate("document.documentElement.scrollWidth")
     assert scroll_width <= PHONE["width"], "the page scrolls sideways on a phone"
+    browser_errors.assert_none()
+
+
+def test_a_shortcut_pressed_before_htmx_settles_is_ignored_instead_of_loading_a_page(
+    student_page: Page, live_server, demo_deck: Deck, browser_errors: BrowserErrors
+) -> None:
+    """htmx wires up swapped-in buttons only when the swap settles (20 ms later by
+    default). A shortcut in that window used to click a button htmx did not handle yet,
+    so the browser submitted its form as a full page load. The window is widened here
+    to make the race deterministic."""
+    page = student_page
+    questions = questions_in_deck_order(demo_deck)
+    page.goto(f"{live_server.url}/decks/{demo_deck.pk}/study/")
+    expect(show_answer_button(page)).to_be_focused()
+    page.evaluate("window.__noReload = 42; htmx.config.defaultSettleDelay = 1500")
+    rate_requests = []
+    page.on("request", lambda r: rate_requests.append(r) if "/rate/" in r.url else None)
+
+    page.keyboard.press("Space")
+    expect(page.locator("#study.htmx-settling")).to_be_attached()
+    expect(rating_button(page, 5)).to_be_visible()
+    page.keyboard.press("5")  # too early: swapped in, not settled
+
+    expect(rating_button(page, 1)).to_be_focused()
+    assert rate_requests == []
+    assert page.evaluate("window.__noReload") == 42, "the early key press loaded a page"
+    page.keyboard.press("5")
+    expect(question(page)).to_contain_text(questions[1])
+    assert len(rate_requests) == 1
+    assert rate_requests[0].headers.get("hx-request") == "true"
+    assert page.evaluate("window.__noReload") == 42
+    assert list(Review.objects.values_list("rating", flat=True)) == [5]
     browser_errors.assert_none()

@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+import csv
+import io
+from datetime import timedelta
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.http import StreamingHttpResponse
+
+from decks import services
+from decks.exporters import CARD_COLUMNS, REVIEW_COLUMNS, neutralise
+from decks.models import Card
+from tests.conftest import NOW, make_deck
+
+
+def read_csv(response) -> list[dict]:
+    assert isinstance(response, StreamingHttpResponse)
+    text = b"".join(response.streaming_content).decode()
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+@pytest.fixture
+def history(student, other_student, deck):
+    """Alice rates two cards (one twice), Bob rates one; a second deck has one review."""
+    cards = list(deck.cards.order_by("position"))
+    services.record_review(student, cards[0].pk, 5, NOW, time_taken_ms=2100)
+    services.record_review(student, cards[1].pk, 1, NOW + timedelta(minutes=1))
+    services.record_review(student, cards[1].pk, 4, NOW + timedelta(minutes=3))
+    services.record_review(other_student, cards[0].pk, 2, NOW)
+    second = make_deck("Second deck", cards=1)
+    services.record_review(student, second.cards.get().pk, 3, NOW + timedelta(minutes=5))
+    return {"deck": deck, "second": second, "cards": cards}
+
+
+def test_reviews_csv_has_the_columns_and_one_row_per_review(student_client, history):
+    response = student_client.get("/export/reviews.csv")
+    rows = read_csv(response)
+    assert list(rows[0]) == REVIEW_COLUMNS
+    assert len(rows) == 4
+    assert {row["user"] for row in rows} == {"alice"}
+    first = rows[0]
+    assert first["question"] == "Question 1"
+    assert (first["rating"], first["rating_label"]) == ("5", "Perfectly")
+    assert first["reviewed_at"] == "2026-03-10T12:00:00Z"
+    assert first["time_taken_ms"] == "2100"
+    assert (first["state_before"], first["state_after"]) == ("new", "review")
+    assert first["due_after"].endswith("Z")
+    assert [row["reviewed_at"] for row in rows] == sorted(row["reviewed_at"] for row in rows)
+    assert rows[1]["rating_label"] == "Not at all"
+    assert "attachment; filename=" in response["Content-Disposition"]
+
+
+def test_reviews_csv_for_one_deck(student_client, history):
+    deck = history["deck"]
+    response = student_client.get(f"/export/reviews.csv?deck={deck.pk}")
+    rows = read_csv(response)
+    assert len(rows) == 3
+    assert {row["deck"] for row in rows} == {"Public deck"}
+    assert "studyapp-reviews-public-deck-" in response["Content-Disposition"]
+
+
+def test_cards_csv_lists_every_card_the_student_may_study(student_client, history):
+    rows = read_csv(student_client.get(f"/export/cards.csv?deck={history['deck'].pk}"))
+    assert list(rows[0]) == CARD_COLUMNS
+    assert [row["question"] for row in rows] == ["Question 1", "Question 2", "Question 3"]
+    one, two, three = rows
+    assert (one["reviews"], one["last_rating"], one["mastery"]) == ("1", "5", "100%")
+    assert (two["reviews"], two["last_rating"], two["mastery"]) == ("2", "4", "80%")
+    assert (three["reviews"], three["state"], three["mastery"]) == ("0", "new", "0%")
+    assert three["retrievability_now"] == ""
+    assert 0 < float(one["retrievability_now"]) <= 1
+
+
+def test_student_never_gets_other_students_rows(student_client, history, other_student):
+    for kind in ["reviews", "cards"]:
+        assert {r["user"] for r in read_csv(student_client.get(f"/export/{kind}.csv"))} == {"alice"}
+        for query in [f"user={other_student.pk}", "scope=all"]:
+            assert student_client.get(f"/export/{kind}.csv?{query}").status_code == 404
+
+
+def test_private_deck_of_another_student_is_404(student_client, other_student):
+    private = make_deck("Bob's", owner=other_student, is_public=False)
+    assert student_client.get(f"/export/reviews.csv?deck={private.pk}").status_code == 404
+
+
+@pytest.mark.parametrize("query", ["deck=abc", "deck=1&deck=x", "user=%00"])
+def test_malformed_ids_are_400(student_client, db, query):
+    assert student_client.get(f"/export/reviews.csv?{query}").status_code == 400
+
+
+def test_staff_export_everyone_filtered_by_deck_and_user(client, staff, history, other_student):
+    client.force_login(staff)
+    everyone = read_csv(client.get("/export/reviews.csv?scope=all"))
+    assert len(everyone) == 5
+    bob = read_csv(client.get(f"/export/reviews.csv?user={other_student.pk}"))
+    assert {r["user"] for r in bob} == {"bob"}
+    deck = read_csv(client.get(f"/export/cards.csv?scope=all&deck={history['deck'].pk}"))
+    assert {r["user"] for r in deck} == {"alice", "bob"}
+
+
+def test_staff_export_page_and_admin_actions(client, staff, history):
+    client.force_login(staff)
+    assert client.get("/admin/decks/deck/export-progress/").status_code == 200
+    response = client.get("/admin/decks/deck/export-progress/?kind=cards")
+    assert response.status_code == 302 and response.url.startswith("/export/cards.csv?scope=all")
+    response = client.post(
+        "/admin/decks/deck/",
+        {"action": "export_reviews", "_selected_action": [history["deck"].pk]},
+    )
+    assert response.status_code == 302
+    assert len(read_csv(client.get(response.url))) == 4
+    response = client.post(
+        "/admin/auth/user/",
+        {"action": "export_cards", "_selected_action": [staff.pk]},
+    )
+    assert response.status_code == 302 and "/export/cards.csv" in response.url
+
+
+@pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"])
+def test_formula_cells_are_neutralised(student_client, student, start):
+    deck = make_deck(f'{start}HYPERLINK("http://evil")', cards=0)
+    card = Card.objects.create(deck=deck, front=f"{start}1+1", back="2", position=1)
+    services.record_review(student, card.pk, 3, NOW)
+    (row,) = read_csv(student_client.get(f"/export/reviews.csv?deck={deck.pk}"))
+    assert row["question"] == f"'{start}1+1"
+    assert row["deck"].startswith("'")
+    assert neutralise("plain") == "plain"
+
+
+def test_export_command_writes_a_file(tmp_path, history, capsys):
+    out = tmp_path / "reviews.csv"
+    call_command("export_progress", "--user", "alice", "--kind", "reviews", "--out", str(out))
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert len(rows) == 4
+    assert "Exported 4 reviews rows" in capsys.readouterr().err
+    call_command("export_progress", "--deck", str(history["deck"].pk), "--kind", "cards")
+    printed = capsys.readouterr().out
+    assert printed.startswith(",".join(CARD_COLUMNS))
+
+
+def test_export_command_rejects_unknown_user_or_deck(db):
+    with pytest.raises(CommandError, match="No user named"):
+        call_command("export_progress", "--user", "ghost")
+    with pytest.raises(CommandError, match="No deck with id"):
+        call_command("export_progress", "--deck", "424242")
+
+
+def test_export_query_count_does_not_grow_with_rows(student_client, student, deck,
+                                                   django_assert_max_num_queries):  # fmt: skip
+    card = deck.cards.first()
+    for i in range(30):
+        services.record_review(student, card.pk, 3, NOW + timedelta(days=i))
+    with django_assert_max_num_queries(6):
+        assert len(read_csv(student_client.get("/export/reviews.csv"))) == 30
