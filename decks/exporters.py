@@ -119,3 +119,41 @@ def progress_csv(kind: str, rows: Iterable[tuple], now: datetime) -> Iterator[st
     if kind == "reviews":
         return csv_lines(REVIEW_COLUMNS, review_rows(rows))
     return csv_lines(CARD_COLUMNS, card_rows(rows, now, scheduler.get_scheduler()))
+
+
+CLASS_STUDENT_COLUMNS = [
+    "student", "cards_studied", "mastery_percent", "predicted_recall_percent", "overdue",
+    "reviews_last_7_days", "last_active",
+]  # fmt: skip
+
+HARD_CARD_COLUMNS = [
+    "card_id", "question", "reviews", "failed_percent", "lapses_per_student",
+    "mean_stability_days",
+]  # fmt: skip
+
+
+def class_student_rows(students: Iterable) -> Iterator[list]:
+    """Rows of the class dashboard's student table (decks.stats.StudentRow)."""
+    for s in students:
+        yield [
+            neutralise(s.username),
+            s.studied,
+            f"{s.mastery:.1f}",
+            "" if s.recall is None else f"{s.recall:.1f}",
+            s.overdue,
+            s.reviews_7d,
+            iso_utc(s.last_active),
+        ]
+
+
+def hard_card_rows(cards: Iterable) -> Iterator[list]:
+    """Rows of the class dashboard's hardest-cards table (decks.stats.HardCard)."""
+    for c in cards:
+        yield [
+            c.card_id,
+            neutralise(c.front),
+            c.reviews,
+            f"{c.failed_share:.1f}",
+            f"{c.lapse_rate:.2f}",
+            _number(c.stability, 2),
+        ]

@@ -7,6 +7,8 @@ from decks import views
 urlpatterns = [
     path("", views.home, name="home"),
     path("settings/", views.study_settings, name="study_settings"),
+    path("stats/", views.student_stats, name="stats"),
+    path("decks/<int:deck_id>/class/", views.class_dashboard, name="class_dashboard"),
     re_path(
         r"^export/(?P<kind>reviews|cards)\.csv$", views.export_progress, name="export_progress"
     ),

@@ -8,7 +8,6 @@ from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
 from django.core import signing
 from django.core.paginator import Paginator
-from django.db.models import Count, Q
 from django.http import (
     Http404,
     HttpRequest,
@@ -23,9 +22,9 @@ from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from decks import exporters, queue, scheduler, services
+from decks import exporters, queue, scheduler, services, stats
 from decks.forms import SignupForm, StudySettingsForm
-from decks.models import CardProgress, Deck, Rating, Review, State, StudySettings
+from decks.models import CardProgress, Deck, Rating, Review, StudySettings
 
 # Longer than this and the student was away; time taken is recorded as this much.
 MAX_TIME_TAKEN = timedelta(minutes=10)
@@ -63,32 +62,41 @@ def signup(request: HttpRequest) -> HttpResponse:
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
+    study_settings = StudySettings.for_user(request.user)
     decks = list(Deck.objects.visible_to(request.user).with_card_counts().select_related("owner"))
-    # One grouped query for every deck's queue figures, not one per deck.
-    per_deck = {
-        row["deck_id"]: row
-        for row in CardProgress.objects.filter(user=request.user)
-        .values("deck_id")
-        .annotate(
-            learning=Count("id", filter=Q(state__in=queue.LEARNING_STATES, due__lte=now)),
-            due=Count("id", filter=Q(state=State.REVIEW, due__lte=now)),
-            studied=Count("id", filter=~Q(state=State.NEW)),
-        )
-    }
-    for deck in decks:
-        row = per_deck.get(deck.pk, {})
-        deck.learning_count = row.get("learning", 0)
-        deck.due_count = row.get("due", 0)
-        deck.new_count = max(deck.card_count - row.get("studied", 0), 0)
-    return render(request, "decks/home.html", {"decks": decks})
+    done = queue.done_today(request.user, study_settings, now)
+    summaries = stats.deck_summaries(request.user, decks, study_settings, now, done.new)
+    rows = [(deck, summaries[deck.pk]) for deck in decks]
+    return render(request, "decks/home.html", {"rows": rows})
 
 
 @login_required
 @require_GET
 def deck_detail(request: HttpRequest, deck_id: int) -> HttpResponse:
     deck = _get_deck_for_user(request, deck_id)
-    page = Paginator(deck.cards.order_by("position", "id"), 100).get_page(request.GET.get("page"))
-    return render(request, "decks/deck_detail.html", {"deck": deck, "page": page})
+    # The table lists every card; cards added since the last visit join as "new".
+    services.ensure_progress(request.user, deck)
+    sort = request.GET.get("sort", "hardest")
+    if sort not in stats.CARD_SORTS:
+        sort = "hardest"
+    table = stats.card_table(request.user, deck, timezone.now(), sort)
+    page = Paginator(table, 100).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "decks/deck_detail.html",
+        {"deck": deck, "page": page, "sort": sort, "sorts": SORT_LABELS},
+    )
+
+
+SORT_LABELS = {
+    "hardest": "Hardest first",
+    "position": "Deck order",
+    "due": "Due soonest",
+    "recall": "Lowest predicted recall",
+    "rating": "Lowest last rating",
+    "reviews": "Most reviews",
+    "lapses": "Most lapses",
+}
 
 
 @login_required
@@ -101,6 +109,66 @@ def study_settings(request: HttpRequest) -> HttpResponse:
         messages.success(request, "Your study settings are saved.")
         return redirect("study_settings")
     return render(request, "decks/settings.html", {"form": form})
+
+
+@login_required
+@require_GET
+def student_stats(request: HttpRequest) -> HttpResponse:
+    study_settings = StudySettings.for_user(request.user)
+    figures = stats.student_stats(request.user, study_settings, timezone.now())
+    return render(request, "decks/stats.html", {"stats": figures, "settings": study_settings})
+
+
+@login_required
+@require_GET
+def class_dashboard(request: HttpRequest, deck_id: int) -> HttpResponse:
+    """Staff only: how every student is doing in a deck, and the cards the class finds
+    hardest. ``?download=students`` or ``?download=cards`` gives the table as CSV."""
+    if not request.user.is_staff:
+        raise Http404("No such page.")
+    deck = get_object_or_404(Deck.objects.with_card_counts(), pk=deck_id)
+    sort = request.GET.get("sort", "behind")
+    students = stats.class_students(deck, deck.card_count, timezone.now(), sort)
+    cards = stats.hardest_cards(deck)
+    download = request.GET.get("download")
+    if download in ("students", "cards"):
+        if download == "students":
+            header = exporters.CLASS_STUDENT_COLUMNS
+            rows = exporters.class_student_rows(students)
+        else:
+            header = exporters.HARD_CARD_COLUMNS
+            rows = exporters.hard_card_rows(cards)
+        response = StreamingHttpResponse(
+            exporters.csv_lines(header, rows), content_type="text/csv; charset=utf-8"
+        )
+        name = f"studyapp-class-{download}-{slugify(deck.title)[:60] or 'deck'}"
+        response["Content-Disposition"] = (
+            f'attachment; filename="{name}-{timezone.now():%Y-%m-%d}.csv"'
+        )
+        return response
+    return render(
+        request,
+        "decks/class_dashboard.html",
+        {
+            "deck": deck,
+            "students": students,
+            "cards": cards,
+            "sort": sort,
+            "sorts": CLASS_SORT_LABELS,
+        },
+    )
+
+
+CLASS_SORT_LABELS = {
+    "behind": "Falling behind",
+    "name": "Name",
+    "studied": "Cards studied",
+    "mastery": "Lowest mastery",
+    "recall": "Lowest predicted recall",
+    "overdue": "Most overdue",
+    "reviews": "Most reviews (7 days)",
+    "active": "Least recently active",
+}
 
 
 # --- Study flow ------------------------------------------------------------------------
