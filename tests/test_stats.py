@@ -131,7 +131,8 @@ def test_class_dashboard_is_staff_only(student_client, deck):
 
 
 def test_class_dashboard_lists_students_falling_behind_first(client, staff, deck):
-    keen, idle, never = make_user("keen"), make_user("idle"), make_user("never")
+    keen, idle = make_user("keen"), make_user("idle")
+    make_user("never")
     cards = list(deck.cards.order_by("position"))
     for card in cards:
         services.record_review(keen, card.pk, 5, NOW - timedelta(hours=1))

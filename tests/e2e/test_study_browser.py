@@ -207,6 +207,9 @@ def test_study_page_screenshots_for_review(
     artifacts_dir,
     viewport: dict,
 ) -> None:
+    """Writes test-artifacts/study-{question,answer}-WxH.png (whole page), plus what the
+    screen shows right after the flip and the answer in dark mode, for a human to look at.
+    """
     page = student_page
     page.set_viewport_size(viewport)
     size = f"{viewport['width']}x{viewport['height']}"
@@ -217,6 +220,9 @@ def test_study_page_screenshots_for_review(
     show_answer_button(page).click()
     expect(rating_button(page, 1)).to_be_focused()
     page.screenshot(path=artifacts_dir / f"study-answer-{size}.png", full_page=True)
+    page.screenshot(path=artifacts_dir / f"study-answer-{size}-viewport.png")
+    page.emulate_media(color_scheme="dark")
+    page.screenshot(path=artifacts_dir / f"study-answer-{size}-dark.png", full_page=True)
     browser_errors.assert_none()
 
 
@@ -258,11 +264,12 @@ def test_a_shortcut_pressed_before_htmx_settles_is_ignored_instead_of_loading_a_
     page.keyboard.press("Space")
     expect(page.locator("#study.htmx-settling")).to_be_attached()
     expect(rating_button(page, 5)).to_be_visible()
-    page.keyboard.press("5")  # too early: swapped in, not settled
+    page.keyboard.press("5")  # too early: swapped in, not settled yet
 
-    expect(rating_button(page, 1)).to_be_focused()
-    assert rate_requests == []
+    expect(page.locator("#study.htmx-settling")).not_to_be_attached(timeout=3_000)
+    assert rate_requests == [], "the early key press submitted the rating form natively"
     assert page.evaluate("window.__noReload") == 42, "the early key press loaded a page"
+    expect(rating_button(page, 1)).to_be_focused()
     page.keyboard.press("5")
     expect(question(page)).to_contain_text(questions[1])
     assert len(rate_requests) == 1
