@@ -10,8 +10,9 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.html import format_html
 
-from decks.forms import DeckImportForm, ProgressExportForm
+from decks.forms import AdminDeckImportForm, ProgressExportForm
 from decks.importers import DeckFormatError
 from decks.models import Card, CardProgress, Deck, Review, StudySettings
 from decks.services import import_deck_file
@@ -26,7 +27,7 @@ class CardInline(admin.TabularInline):
 
 @admin.register(Deck)
 class DeckAdmin(admin.ModelAdmin):
-    list_display = ["title", "owner", "is_public", "card_count", "updated_at"]
+    list_display = ["title", "owner", "is_public", "card_count", "updated_at", "links"]
     list_filter = ["is_public", ("owner", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["title", "description", "cards__front", "cards__back"]
     list_select_related = ["owner"]
@@ -39,6 +40,15 @@ class DeckAdmin(admin.ModelAdmin):
     @admin.display(description="cards", ordering="card_count")
     def card_count(self, deck: Deck) -> int:
         return deck.card_count
+
+    @admin.display(description="download, class")
+    def links(self, deck: Deck) -> str:
+        return format_html(
+            '<a href="{}">CSV</a> · <a href="{}">text</a> · <a href="{}">class dashboard</a>',
+            reverse("export_deck", args=[deck.pk, "csv"]),
+            reverse("export_deck", args=[deck.pk, "txt"]),
+            reverse("class_dashboard", args=[deck.pk]),
+        )
 
     @admin.action(description="Make the selected decks public")
     def make_public(self, request: HttpRequest, queryset) -> None:
@@ -93,11 +103,12 @@ class DeckAdmin(admin.ModelAdmin):
     def import_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_add_permission(request):
             return redirect("admin:index")
-        form = DeckImportForm(request.POST or None, request.FILES or None)
+        form = AdminDeckImportForm(request.POST or None, request.FILES or None)
         if request.method == "POST" and form.is_valid():
             try:
                 deck, parsed = import_deck_file(
-                    form.cleaned_data["file"].read(),
+                    form.read_file(),
+                    format=form.cleaned_data["format"] or None,
                     title=form.cleaned_data["title"] or None,
                     is_public=form.cleaned_data["is_public"],
                 )

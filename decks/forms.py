@@ -3,10 +3,10 @@ from __future__ import annotations
 import zoneinfo
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import UserCreationForm
 
-from decks.importers import MAX_IMPORT_BYTES
 from decks.models import Deck, StudySettings
 
 
@@ -38,13 +38,40 @@ class StudySettingsForm(forms.ModelForm):
         ]
 
 
+FORMAT_CHOICES = [
+    ("", "Detect automatically"),
+    ("seed", "Numbered Q/A text (1, Q, question, A, answer, rating scale)"),
+    ("csv", "CSV: front, back, tags"),
+    ("tsv", "TSV (tab-separated): front, back, tags"),
+    ("anki", "Anki: Notes in Plain Text (.txt)"),
+    ("quizlet", "Quizlet export: term, tab, definition"),
+]
+
+
 class DeckImportForm(forms.Form):
-    file = forms.FileField(
-        help_text=f"The deck's text export, UTF-8, at most {MAX_IMPORT_BYTES // 1024 // 1024} MB."
-    )
+    file = forms.FileField()
+    format = forms.ChoiceField(choices=FORMAT_CHOICES, required=False)
     title = forms.CharField(
-        max_length=200, required=False, help_text="Leave empty to use the file's title line."
+        max_length=200,
+        required=False,
+        help_text="Leave empty to use the file's title line (or “Imported deck”).",
     )
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        megabytes = settings.STUDYAPP_MAX_IMPORT_BYTES / 1024 / 1024
+        self.fields["file"].help_text = (
+            f"UTF-8 text, at most {megabytes:g} MB and "
+            f"{settings.STUDYAPP_MAX_IMPORT_CARDS:,} cards."
+        )
+
+    def read_file(self) -> bytes:
+        """The upload's bytes, reading at most one byte past the limit so an oversized
+        file is refused without being held in memory whole."""
+        return self.cleaned_data["file"].read(settings.STUDYAPP_MAX_IMPORT_BYTES + 1)
+
+
+class AdminDeckImportForm(DeckImportForm):
     is_public = forms.BooleanField(
         required=False, initial=True, label="Public (every student can study it)"
     )

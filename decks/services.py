@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
 from decks import scheduler
-from decks.importers import ParsedDeck, decode_upload, parse_seed_text
+from decks.importers import ParsedDeck, decode_upload, parse_deck
 from decks.models import Card, CardProgress, Deck, Rating, Review, State, StudySettings
 
 PROGRESS_STATE_FIELDS = [
@@ -188,7 +188,9 @@ def import_deck(
     )
     Card.objects.bulk_create(
         [
-            Card(deck=deck, front=card.front, back=card.back, position=position)
+            Card(
+                deck=deck, front=card.front, back=card.back, tags=card.tags, position=position
+            )
             for position, card in enumerate(parsed.cards, start=1)
         ],
         batch_size=1000,
@@ -197,8 +199,18 @@ def import_deck(
 
 
 def import_deck_file(
-    data: bytes, *, title: str | None = None, owner=None, is_public: bool = False
+    data: bytes,
+    *,
+    format: str | None = None,
+    title: str | None = None,
+    owner=None,
+    is_public: bool = False,
 ) -> tuple[Deck, ParsedDeck]:
-    """Decode, parse and save a deck file; raises DeckFormatError and saves nothing if bad."""
-    parsed = parse_seed_text(decode_upload(data))
+    """Decode, parse and save a deck file in any format importers.FORMATS knows (detected
+    when ``format`` is None). Raises DeckFormatError, and saves nothing, if the file is bad
+    or over the size limits in settings."""
+    text = decode_upload(data, max_bytes=settings.STUDYAPP_MAX_IMPORT_BYTES)
+    parsed = parse_deck(
+        text, format=format, title=title, max_cards=settings.STUDYAPP_MAX_IMPORT_CARDS
+    )
     return import_deck(parsed, title=title, owner=owner, is_public=is_public), parsed

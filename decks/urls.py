@@ -12,7 +12,13 @@ urlpatterns = [
     re_path(
         r"^export/(?P<kind>reviews|cards)\.csv$", views.export_progress, name="export_progress"
     ),
+    path("decks/import/", views.import_deck, name="import_deck"),
     path("decks/<int:deck_id>/", views.deck_detail, name="deck_detail"),
+    re_path(
+        r"^decks/(?P<deck_id>[0-9]+)/export\.(?P<fmt>csv|txt)$",
+        views.export_deck,
+        name="export_deck",
+    ),
     path("decks/<int:deck_id>/study/", views.study, name="study"),
     path("decks/<int:deck_id>/study/flip/", views.flip, name="study_flip"),
     path("decks/<int:deck_id>/study/rate/", views.rate, name="study_rate"),

@@ -23,7 +23,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django.views.decorators.vary import vary_on_headers
 
 from decks import exporters, queue, scheduler, services, stats
-from decks.forms import SignupForm, StudySettingsForm
+from decks.forms import DeckImportForm, SignupForm, StudySettingsForm
+from decks.importers import DeckFormatError, render_csv, render_seed_text
 from decks.models import CardProgress, Deck, Rating, Review, StudySettings
 
 # Longer than this and the student was away; time taken is recorded as this much.
@@ -340,6 +341,62 @@ def undo(request: HttpRequest, deck_id: int) -> HttpResponse:
         url = reverse("study", kwargs={"deck_id": deck.pk})
         return redirect(f"{url}?card={card_id}" if card_id else url)
     return _render_study(request, _study_context(request, deck, timezone.now(), card_id=card_id))
+
+
+# --- Deck import and export -------------------------------------------------------------
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def import_deck(request: HttpRequest) -> HttpResponse:
+    """A student uploads a deck file; it becomes their own private deck."""
+    form = DeckImportForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            deck, parsed = services.import_deck_file(
+                form.read_file(),
+                format=form.cleaned_data["format"] or None,
+                title=form.cleaned_data["title"] or None,
+                owner=request.user,
+            )
+        except DeckFormatError as error:
+            form.add_error("file", f"{error} Nothing was imported.")
+        else:
+            skipped = "".join(
+                f" Skipped card {s.number} (line {s.line}): {s.reason}." for s in parsed.skipped
+            )
+            messages.success(
+                request, f"Imported {len(parsed.cards)} cards into “{deck.title}”.{skipped}"
+            )
+            return redirect("deck_detail", deck_id=deck.pk)
+    status = 400 if form.errors else 200
+    return render(request, "decks/import.html", {"form": form}, status=status)
+
+
+@login_required
+@require_GET
+def export_deck(request: HttpRequest, deck_id: int, fmt: str) -> HttpResponse:
+    """The deck's cards as CSV (front, back, tags) or in the numbered Q/A text format;
+    importing the file gives the same cards back."""
+    deck = _get_deck_for_user(request, deck_id)
+    cards = list(deck.cards.order_by("position", "id").values_list("front", "back", "tags"))
+    if fmt == "csv":
+        content, content_type = render_csv(cards), "text/csv; charset=utf-8"
+    else:
+        try:
+            content = render_seed_text(deck.title, [(front, back) for front, back, _ in cards])
+        except ValueError as error:
+            return HttpResponse(
+                f"This deck cannot be written in the text format: {error}. "
+                "Export it as CSV instead.",
+                status=409,
+                content_type="text/plain; charset=utf-8",
+            )
+        content_type = "text/plain; charset=utf-8"
+    response = HttpResponse(content, content_type=content_type)
+    filename = f"{slugify(deck.title)[:60] or 'deck'}.{fmt}"
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
 
 
 # --- Progress export ----------------------------------------------------------------------

@@ -54,6 +54,10 @@ SIGNUP_ENABLED = env_bool("STUDYAPP_SIGNUP_ENABLED", True)
 # tests switch it off to get exact intervals.
 STUDYAPP_FSRS_FUZZ = env_bool("STUDYAPP_FSRS_FUZZ", True)
 
+# Deck files larger than this, or with more cards, are refused with a clear message.
+STUDYAPP_MAX_IMPORT_BYTES = int(os.environ.get("STUDYAPP_MAX_IMPORT_BYTES", 10 * 1024 * 1024))
+STUDYAPP_MAX_IMPORT_CARDS = int(os.environ.get("STUDYAPP_MAX_IMPORT_CARDS", 200_000))
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",

@@ -6,23 +6,29 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from decks.importers import DeckFormatError
+from decks.importers import FORMATS, DeckFormatError
 from decks.services import import_deck_file
 
 
 class Command(BaseCommand):
-    help = "Import a deck file (the numbered Q/A text format) as a new deck."
+    help = (
+        "Import a deck file as a new deck: the numbered Q/A text format, CSV or TSV "
+        "(front, back, tags), Anki's Notes in Plain Text, or a Quizlet export."
+    )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("file", type=Path)
         parser.add_argument("--title", help="Deck title (default: the file's title line).")
+        parser.add_argument(
+            "--format", choices=FORMATS, help="The file's format (default: detected)."
+        )
         parser.add_argument("--owner", help="Username of the owner (default: admin-owned).")
         parser.add_argument(
             "--public", action="store_true", help="Every student may study the deck."
         )
 
     def handle(self, *args, file: Path, title: str | None, owner: str | None, public: bool,
-               **options) -> None:  # fmt: skip
+               format: str | None, **options) -> None:  # fmt: skip
         started = time.monotonic()
         owner_user = None
         if owner:
@@ -35,7 +41,9 @@ class Command(BaseCommand):
         except OSError as error:
             raise CommandError(f"Cannot read {file}: {error.strerror}.") from None
         try:
-            deck, parsed = import_deck_file(data, title=title, owner=owner_user, is_public=public)
+            deck, parsed = import_deck_file(
+                data, format=format, title=title, owner=owner_user, is_public=public
+            )
         except DeckFormatError as error:
             raise CommandError(f"{file}: {error} Nothing was imported.") from None
         for skipped in parsed.skipped:
