@@ -7,6 +7,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import UserCreationForm
 
+from decks.importers import check_size
 from decks.models import Deck, StudySettings
 
 
@@ -66,9 +67,10 @@ class DeckImportForm(forms.Form):
         )
 
     def read_file(self) -> bytes:
-        """The upload's bytes, reading at most one byte past the limit so an oversized
-        file is refused without being held in memory whole."""
-        return self.cleaned_data["file"].read(settings.STUDYAPP_MAX_IMPORT_BYTES + 1)
+        """The upload's bytes; an oversized file raises DeckFormatError unread."""
+        upload = self.cleaned_data["file"]
+        check_size(upload.size, max_bytes=settings.STUDYAPP_MAX_IMPORT_BYTES)
+        return upload.read()
 
 
 class AdminDeckImportForm(DeckImportForm):

@@ -162,13 +162,18 @@ class ParsedDeck:
     skipped: list[SkippedCard]
 
 
+def check_size(size: int, *, max_bytes: int = MAX_IMPORT_BYTES) -> None:
+    """Refuse a file of ``size`` bytes over the limit (callers check uploads before reading)."""
+    if size > max_bytes:
+        size_text, limit = _describe_sizes(size, max_bytes)
+        raise DeckFormatError(None, f"The file is {size_text}; the limit is {limit}")
+
+
 def decode_upload(data: bytes, *, max_bytes: int = MAX_IMPORT_BYTES) -> str:
     """Decode an uploaded file as UTF-8 text with ``\\n`` newlines, or explain why it is not."""
     if not data or data == _UTF8_BOM:
         raise DeckFormatError(None, "The file is empty")
-    if len(data) > max_bytes:
-        size, limit = _describe_sizes(len(data), max_bytes)
-        raise DeckFormatError(None, f"The file is {size}; the limit is {limit}")
+    check_size(len(data), max_bytes=max_bytes)
     for bom, encoding in _FOREIGN_BOMS:
         if data.startswith(bom):
             raise DeckFormatError(

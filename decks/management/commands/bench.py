@@ -72,7 +72,7 @@ class Command(BaseCommand):
             "--explain", action="store_true", help="Print the query plans of the step's queries."
         )
 
-    def handle(self, *args, fresh: bool, steps: int, warmup: int, explain: bool, **options):
+    def handle(self, *args, fresh: bool, steps: int, warmup: int, explain: bool, **options) -> None:
         if steps < 1 or warmup < 0:
             raise CommandError("--steps must be at least 1 and --warmup at least 0.")
         # Production runs with DEBUG off: plain cursors and no query log, so the timings
@@ -115,7 +115,7 @@ class Command(BaseCommand):
         settings.DATABASES["default"]["NAME"] = str(path)
         return path
 
-    def _generate(self, sqlite_file: Path | None, *, file_is_empty: bool):
+    def _generate(self, sqlite_file: Path | None, *, file_is_empty: bool) -> benchdata.BenchData:
         if sqlite_file is not None:
             if not file_is_empty:
                 # Our own file: starting over is faster than deleting a million rows.
