@@ -6,6 +6,7 @@ from decks import views
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("healthz", views.healthz, name="healthz"),
     path("settings/", views.study_settings, name="study_settings"),
     path("stats/", views.student_stats, name="stats"),
     path("decks/<int:deck_id>/class/", views.class_dashboard, name="class_dashboard"),

@@ -7,7 +7,9 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
 from django.core import signing
+from django.core.cache import cache
 from django.core.paginator import Paginator
+from django.db import DatabaseError, connection
 from django.http import (
     Http404,
     HttpRequest,
@@ -44,6 +46,15 @@ def _get_deck_for_user(request: HttpRequest, deck_id: int) -> Deck:
     return get_object_or_404(Deck.objects.visible_to(request.user), pk=deck_id)
 
 
+def _signup_allowed(request: HttpRequest) -> bool:
+    """At most SIGNUP_RATE_PER_HOUR sign-ups from one address per clock hour, counted in
+    the shared cache so that every app server sees the same count."""
+    hour = timezone.now().strftime("%Y%m%d%H")
+    key = f"signup:{request.META.get('REMOTE_ADDR', '')}:{hour}"
+    cache.add(key, 0, timeout=3600)
+    return cache.incr(key) <= settings.SIGNUP_RATE_PER_HOUR
+
+
 @require_http_methods(["GET", "POST"])
 def signup(request: HttpRequest) -> HttpResponse:
     if not settings.SIGNUP_ENABLED:
@@ -51,12 +62,26 @@ def signup(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         return redirect("home")
     form = SignupForm(request.POST or None)
+    if request.method == "POST" and not _signup_allowed(request):
+        form.add_error(None, "Too many sign-ups from your network. Please try again in an hour.")
+        return render(request, "registration/signup.html", {"form": form}, status=429)
     if request.method == "POST" and form.is_valid():
         user = form.save()
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         messages.success(request, f"Welcome, {user.username}! Pick a deck to start studying.")
         return redirect("home")
     return render(request, "registration/signup.html", {"form": form})
+
+
+@require_GET
+def healthz(request: HttpRequest) -> HttpResponse:
+    """For load balancers: 200 only when the database answers."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except DatabaseError:
+        return HttpResponse("database unavailable\n", status=503, content_type="text/plain")
+    return HttpResponse("ok\n", content_type="text/plain")
 
 
 @login_required

@@ -266,18 +266,24 @@ def _where_the_time_goes(
     perf = time.perf_counter
     rows: list[tuple[str, list[float]]] = []
 
-    def run(statements: list[str], *, rollback: bool = False, times: int = 200) -> list[float]:
+    def execute(cursor, statements: list[str]) -> None:
+        for sql in statements:
+            cursor.execute(sql)
+            if cursor.description is not None:
+                cursor.fetchall()
+
+    def run(statements: list[str], *, writes: bool = False, times: int = 200) -> list[float]:
         timings = []
         with connection.cursor() as cursor:
             for _ in range(times):
                 start = perf()
-                with transaction.atomic():
-                    for sql in statements:
-                        cursor.execute(sql)
-                        if cursor.description is not None:
-                            cursor.fetchall()
-                    # The writes are replayed for their cost only.
-                    transaction.set_rollback(rollback)
+                if writes:
+                    # Replayed for their cost only: the transaction is rolled back.
+                    with transaction.atomic():
+                        execute(cursor, statements)
+                        transaction.set_rollback(True)
+                else:
+                    execute(cursor, statements)
                 timings.append(perf() - start)
         return timings
 
@@ -293,7 +299,7 @@ def _where_the_time_goes(
         for sql in sample["record_review"]
         if not sql.upper().startswith(("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE"))
     ]
-    rows.append(("record_review SQL (rolled back)", run(writes, rollback=True)))
+    rows.append(("record_review SQL (rolled back)", run(writes, writes=True)))
 
     progress = CardProgress.objects.filter(
         user=data.user, deck=data.deck, state=State.REVIEW
@@ -573,10 +579,13 @@ def _write_benchmarks(report: str, plans: list) -> None:
         start, end = _section_markers(vendor)
         if start in existing and end in existing:
             sections[vendor] = existing.split(start, 1)[1].split(end, 1)[0].strip("\n")
-    title = "SQLite" if connection.vendor == "sqlite" else "PostgreSQL"
+    title = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}.get(
+        connection.vendor, connection.vendor
+    )
     body = [f"## {title}", "", report]
     if plans:
-        body += ["Query plans (`--explain`):", "", "```", _format_plans(plans).strip(), "```"]
+        plan_text = _format_plans(plans).strip().removeprefix("Query plans:").strip()
+        body += ["Query plans (`--explain`):", "", "```", plan_text, "```"]
     sections[connection.vendor] = "\n".join(body).rstrip()
     parts = [HEADER]
     for vendor in (*BACKEND_ORDER, *sorted(set(sections) - set(BACKEND_ORDER))):
