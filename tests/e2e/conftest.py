@@ -21,6 +21,7 @@ from decks.models import Deck
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
 CHROMIUM = Path("/usr/bin/chromium")
+DEMO_DECK_TITLE = "week 2 - CNN's Flashcards"  # the title line of decks/demo/cnn_week2.txt
 ARTIFACTS_DIR = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 # Short default timeouts: the live server answers in milliseconds, and a wait that
@@ -54,7 +55,7 @@ def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
 def demo_deck(transactional_db) -> Deck:
     """The 12-card demo deck and the demo student, as ``manage.py setup_demo`` makes them."""
     call_command("setup_demo", stdout=io.StringIO())
-    return Deck.objects.get(owner=None)
+    return Deck.objects.get(owner=None, title=DEMO_DECK_TITLE)
 
 
 @dataclass
@@ -86,21 +87,25 @@ def browser_errors() -> BrowserErrors:
     return BrowserErrors()
 
 
-def log_in(page: Page, live_server, username: str = DEMO_USERNAME) -> None:
-    """Log in through the real login form and land on the list of decks."""
-    page.goto(f"{live_server.url}/accounts/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(DEMO_PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_role("heading", name="Your decks")).to_be_visible()
+@pytest.fixture
+def log_in(live_server, demo_deck: Deck):
+    """Log a page in as the demo student through the real login form."""
+
+    def log_in(page: Page) -> Page:
+        page.goto(f"{live_server.url}/accounts/login/")
+        page.get_by_label("Username").fill(DEMO_USERNAME)
+        page.get_by_label("Password").fill(DEMO_PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        expect(page.get_by_role("heading", name="Your decks")).to_be_visible()
+        return page
+
+    return log_in
 
 
 @pytest.fixture
-def student_page(page: Page, live_server, demo_deck: Deck, browser_errors: BrowserErrors) -> Page:
+def student_page(page: Page, log_in, browser_errors: BrowserErrors) -> Page:
     """A JavaScript-enabled page, logged in as the demo student, watched for errors."""
-    browser_errors.watch(page)
-    log_in(page, live_server)
-    return page
+    return log_in(browser_errors.watch(page))
 
 
 @pytest.fixture

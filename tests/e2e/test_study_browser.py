@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
 from decks.models import CardProgress, Deck, Review, State
-from tests.e2e.conftest import BrowserErrors, log_in
+
+if TYPE_CHECKING:
+    from tests.e2e.conftest import BrowserErrors
 
 FIRST_QUESTION = "what is a CNN convolutional layer"
 FIRST_ANSWER = "This layer applies convolutional filters"
@@ -144,11 +147,10 @@ def test_a_student_studies_the_whole_deck_by_keyboard_without_a_full_page_load(
 
 
 def test_a_student_without_javascript_studies_the_whole_deck_with_the_buttons(
-    new_context, live_server, demo_deck: Deck, browser_errors: BrowserErrors
+    new_context, log_in, live_server, demo_deck: Deck, browser_errors: BrowserErrors
 ) -> None:
-    page = browser_errors.watch(new_context(java_script_enabled=False).new_page())
+    page = log_in(browser_errors.watch(new_context(java_script_enabled=False).new_page()))
     questions = questions_in_deck_order(demo_deck)
-    log_in(page, live_server)
     open_study_page_from_home(page, live_server)
     expect(question(page)).to_contain_text(FIRST_QUESTION)
 
@@ -257,18 +259,30 @@ def test_a_shortcut_pressed_before_htmx_settles_is_ignored_instead_of_loading_a_
     questions = questions_in_deck_order(demo_deck)
     page.goto(f"{live_server.url}/decks/{demo_deck.pk}/study/")
     expect(show_answer_button(page)).to_be_focused()
-    page.evaluate("window.__noReload = 42; htmx.config.defaultSettleDelay = 1500")
+    page.evaluate(
+        """() => {
+            window.__noReload = 42;
+            htmx.config.defaultSettleDelay = 2000;
+            document.addEventListener("keydown", (event) => {
+                if (event.key === "5" && !("__settlingAtKey5" in window)) {
+                    window.__settlingAtKey5 = Boolean(document.querySelector(".htmx-settling"));
+                }
+            }, {capture: true});
+        }"""
+    )
     rate_requests = []
     page.on("request", lambda r: rate_requests.append(r) if "/rate/" in r.url else None)
+    settling = page.locator("#study.htmx-settling")
 
     page.keyboard.press("Space")
-    expect(page.locator("#study.htmx-settling")).to_be_attached()
+    expect(settling).to_be_attached()
     expect(rating_button(page, 5)).to_be_visible()
     page.keyboard.press("5")  # too early: swapped in, not settled yet
 
-    expect(page.locator("#study.htmx-settling")).not_to_be_attached(timeout=3_000)
+    expect(settling).not_to_be_attached(timeout=4_000)
     assert rate_requests == [], "the early key press submitted the rating form natively"
     assert page.evaluate("window.__noReload") == 42, "the early key press loaded a page"
+    assert page.evaluate("window.__settlingAtKey5"), "too slow: the key came after the settle"
     expect(rating_button(page, 1)).to_be_focused()
     page.keyboard.press("5")
     expect(question(page)).to_contain_text(questions[1])
