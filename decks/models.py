@@ -139,6 +139,8 @@ class CardProgress(models.Model):
             models.Index(fields=["user", "deck", "state", "due"], name="progress_queue_due"),
             # "This user's new cards in this deck, in deck order".
             models.Index(fields=["user", "deck", "state", "position"], name="progress_queue_new"),
+            # "The newest card this user has a row for in this deck" (ensure_progress).
+            models.Index(fields=["user", "deck", "card"], name="progress_user_deck_card"),
         ]
 
     def __str__(self) -> str:
@@ -187,8 +189,11 @@ class Review(models.Model):
             ),
         ]
         indexes = [
-            # Today's counts, undo of the latest rating, the user's history export.
-            models.Index(fields=["user", "reviewed_at"], name="review_user_time"),
+            # Today's counts (covering: state_before is read from the index alone), undo of
+            # the latest rating, the user's history export.
+            models.Index(
+                fields=["user", "reviewed_at", "state_before"], name="review_user_time_state"
+            ),
             # One card's history for a user (undo restores the previous last rating).
             models.Index(fields=["user", "card", "reviewed_at"], name="review_user_card_time"),
         ]

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
-from django.db.models import Count, Min, Q
+from django.db import connection
+from django.db.models import Min
 
-from decks.models import CardProgress, Deck, Review, State, StudySettings
+from decks.models import Card, CardProgress, Deck, Review, State, StudySettings
+from decks.rawsql import db_datetime, py_datetime
 from decks.scheduler import LEARN_AHEAD
 
 LEARNING_STATES = (State.LEARNING, State.RELEARNING)
@@ -42,51 +45,119 @@ class QueueCounts:
 
 
 def done_today(user, study_settings: StudySettings, now: datetime) -> DoneToday:
-    counts = Review.objects.filter(
-        user=user, reviewed_at__gte=study_settings.day_start(now)
-    ).aggregate(
-        new=Count("id", filter=Q(state_before=State.NEW)),
-        reviews=Count("id", filter=Q(state_before=State.REVIEW)),
-    )
-    return DoneToday(new=counts["new"], reviews=counts["reviews"])
+    """New cards introduced and review cards rated since the study day began (all decks).
+    Served from the (user, reviewed_at, state_before) index alone."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT state_before, COUNT(*) FROM {Review._meta.db_table}"
+            " WHERE user_id = %s AND reviewed_at >= %s AND state_before IN (%s, %s)"
+            " GROUP BY state_before",
+            [user.pk, db_datetime(study_settings.day_start(now)), State.NEW, State.REVIEW],
+        )
+        found = dict(cursor.fetchall())
+    return DoneToday(new=found.get(State.NEW, 0), reviews=found.get(State.REVIEW, 0))
 
 
 def _mine(user, deck: Deck):
     return CardProgress.objects.filter(user=user, deck=deck)
 
 
+_PROGRESS_FIELDS = [f.attname for f in CardProgress._meta.concrete_fields]
+_CARD_FIELDS = [f.attname for f in Card._meta.concrete_fields]
+_DATETIMES = {
+    f.attname for model in (CardProgress, Card) for f in model._meta.concrete_fields
+    if f.get_internal_type() == "DateTimeField"
+}  # fmt: skip
+
+
+@lru_cache(maxsize=4)
+def _next_card_sql(reviews_allowed: bool, new_allowed: bool) -> str:
+    """One statement for the whole queue: each branch is an index range scan that stops at
+    its first row; the lowest-ranked branch that found a card wins."""
+    progress, card = CardProgress._meta.db_table, Card._meta.db_table
+    mine = f"SELECT id FROM {progress} WHERE user_id = %s AND deck_id = %s"
+    learning = f"state IN ({State.LEARNING}, {State.RELEARNING})"
+    branches = [
+        f"SELECT 1 AS rank, id FROM ({mine} AND {learning} AND due <= %s"
+        " ORDER BY due, id LIMIT 1) AS learning"
+    ]
+    if reviews_allowed:
+        branches.append(
+            f"SELECT 2, id FROM ({mine} AND state = {State.REVIEW} AND due <= %s"
+            " ORDER BY due, id LIMIT 1) AS review"
+        )
+    if new_allowed:
+        branches.append(
+            f"SELECT 3, id FROM ({mine} AND state = {State.NEW}"
+            " ORDER BY position, id LIMIT 1) AS new"
+        )
+    branches.append(
+        f"SELECT 4, id FROM ({mine} AND {learning} AND due <= %s ORDER BY due, id LIMIT 1) AS ahead"
+    )
+    columns = ", ".join([f"p.{c}" for c in _PROGRESS_FIELDS] + [f"c.{c}" for c in _CARD_FIELDS])
+    return (
+        f"SELECT {columns} FROM ({' UNION ALL '.join(branches)}) AS queue"
+        f" JOIN {progress} p ON p.id = queue.id JOIN {card} c ON c.id = p.card_id"
+        " ORDER BY queue.rank LIMIT 1"
+    )  # fmt: skip
+
+
 def next_card(
     user, deck: Deck, study_settings: StudySettings, now: datetime, done: DoneToday
 ) -> CardProgress | None:
     """The progress row (with its card) to show next, or None when nothing is left."""
-    mine = _mine(user, deck).select_related("card")
-    learning = mine.filter(state__in=LEARNING_STATES, due__lte=now).order_by("due", "id")
-    if card := learning.first():
-        return card
-    if done.reviews < study_settings.max_reviews_per_day:
-        review = mine.filter(state=State.REVIEW, due__lte=now).order_by("due", "id")
-        if card := review.first():
-            return card
-    if done.new < study_settings.new_per_day:
-        new = mine.filter(state=State.NEW).order_by("position", "card_id")
-        if card := new.first():
-            return card
-    ahead = mine.filter(state__in=LEARNING_STATES, due__lte=now + LEARN_AHEAD)
-    return ahead.order_by("due", "id").first()
+    reviews_allowed = done.reviews < study_settings.max_reviews_per_day
+    new_allowed = done.new < study_settings.new_per_day
+    mine = [user.pk, deck.pk]
+    params = [*mine, db_datetime(now)]
+    if reviews_allowed:
+        params += [*mine, db_datetime(now)]
+    if new_allowed:
+        params += mine
+    params += [*mine, db_datetime(now + LEARN_AHEAD)]
+    with connection.cursor() as cursor:
+        cursor.execute(_next_card_sql(reviews_allowed, new_allowed), params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    split = len(_PROGRESS_FIELDS)
+    progress = CardProgress(**_values(_PROGRESS_FIELDS, row[:split]))
+    progress.card = Card(**_values(_CARD_FIELDS, row[split:]))
+    return progress
+
+
+def _values(names: list[str], row: tuple) -> dict:
+    return {
+        name: py_datetime(value) if name in _DATETIMES else value
+        for name, value in zip(names, row, strict=True)
+    }
 
 
 def counts(
     user, deck: Deck, study_settings: StudySettings, now: datetime, done: DoneToday
 ) -> QueueCounts:
-    """What is left to study in the deck now. Counts stop at the day's limits, so the
-    cost is bounded by the limits, not by the deck size."""
-    mine = _mine(user, deck)
+    """What is left to study in the deck now, in one statement. The new and review counts
+    stop one past the day's remaining limits, so the cost is bounded by the limits, not by
+    the deck size."""
     new_left = max(study_settings.new_per_day - done.new, 0)
     reviews_left = max(study_settings.max_reviews_per_day - done.reviews, 0)
-    # Slicing before count() makes it a COUNT over a LIMIT subquery.
-    new = mine.filter(state=State.NEW)[: new_left + 1].count()
-    due = mine.filter(state=State.REVIEW, due__lte=now)[: reviews_left + 1].count()
-    learning = mine.filter(state__in=LEARNING_STATES, due__lte=now).count()
+    progress = CardProgress._meta.db_table
+    mine = f"FROM {progress} WHERE user_id = %s AND deck_id = %s"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT (SELECT COUNT(*) FROM (SELECT 1 {mine} AND state = {State.NEW}"
+            "  LIMIT %s) AS n),"
+            f" (SELECT COUNT(*) FROM (SELECT 1 {mine} AND state = {State.REVIEW}"
+            "  AND due <= %s LIMIT %s) AS r),"
+            f" (SELECT COUNT(*) {mine} AND state IN ({State.LEARNING}, {State.RELEARNING})"
+            "  AND due <= %s)",
+            [
+                user.pk, deck.pk, new_left + 1,
+                user.pk, deck.pk, db_datetime(now), reviews_left + 1,
+                user.pk, deck.pk, db_datetime(now),
+            ],
+        )  # fmt: skip
+        new, due, learning = cursor.fetchone()
     return QueueCounts(
         new=min(new, new_left),
         learning=learning,

@@ -10,6 +10,7 @@ from django.db import IntegrityError, connection, transaction
 from decks import scheduler
 from decks.importers import ParsedDeck, decode_upload, parse_deck
 from decks.models import Card, CardProgress, Deck, Rating, Review, State, StudySettings
+from decks.rawsql import db_datetime, for_update, py_datetime
 
 PROGRESS_STATE_FIELDS = [
     "state", "step", "due", "stability", "difficulty", "reps", "lapses", "last_rating",
@@ -42,12 +43,21 @@ def progress_state(progress: CardProgress) -> scheduler.CardState:
 def ensure_progress(user, deck: Deck) -> None:
     """Give the user a "new" progress row for every card of the deck that lacks one.
 
-    One INSERT … SELECT, so it costs the same for 10 cards or 100,000; the study page
-    calls it when it opens, so cards added since the last visit join the queue.
+    Card ids only grow, so when the deck's newest card already has a row for this user,
+    nothing is missing: two index lookups, whatever the deck size. Otherwise one
+    INSERT … SELECT adds the missing rows.
     """
     progress = CardProgress._meta.db_table
     card = Card._meta.db_table
     with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT (SELECT MAX(id) FROM {card} WHERE deck_id = %s),"
+            f" (SELECT MAX(card_id) FROM {progress} WHERE user_id = %s AND deck_id = %s)",
+            [deck.pk, user.pk, deck.pk],
+        )
+        newest_card, newest_row = cursor.fetchone()
+        if newest_card is None or newest_card == newest_row:
+            return
         cursor.execute(
             f"""
             INSERT INTO {progress}
@@ -64,10 +74,30 @@ def ensure_progress(user, deck: Deck) -> None:
         )
 
 
-def _locked_progress(user, card_id: int) -> CardProgress:
-    queryset = CardProgress.objects.select_for_update().filter(user=user, card_id=card_id)
-    progress = queryset.first()
-    if progress is None:
+_REVIEW_COLUMNS = [
+    "user_id", "card_id", "rating", "reviewed_at", "time_taken_ms", "retrievability",
+    "state_before", "step_before", "due_before", "stability_before", "difficulty_before",
+    "state_after", "step_after", "due_after", "stability_after", "difficulty_after",
+    "scheduled_days",
+]  # fmt: skip
+
+
+def _lock_progress(user, card_id: int) -> tuple | None:
+    """Lock the (user, card) progress row and read its scheduling state, or None."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id, state, step, due, stability, difficulty, reps, lapses, last_reviewed_at"
+            f" FROM {CardProgress._meta.db_table} WHERE user_id = %s AND card_id = %s"
+            + for_update(),
+            [user.pk, card_id],
+        )
+        return cursor.fetchone()
+
+
+def _locked_progress_row(user, card_id: int) -> tuple:
+    row = _lock_progress(user, card_id)
+    if row is None:
+        # The card joined the deck after the student's progress rows were made.
         card = Card.objects.get(pk=card_id)
         try:
             with transaction.atomic():
@@ -76,8 +106,8 @@ def _locked_progress(user, card_id: int) -> CardProgress:
                 )
         except IntegrityError:
             pass  # created by a concurrent rating; lock that row below
-        progress = queryset.get()
-    return progress
+        row = _lock_progress(user, card_id)
+    return row
 
 
 @transaction.atomic
@@ -96,18 +126,30 @@ def record_review(
     The progress row is locked first, so two concurrent ratings of one card are applied
     one after the other. ``expected_reps`` is the card's review count when it was shown;
     if it has changed since, the rating is stale and raises StaleRating.
+
+    The three statements are written by hand: this runs on every rating, and the ORM's
+    query building would cost several times the SQL itself (see BENCHMARKS.md).
     """
     rating = scheduler.validate_rating(rating)
     if study_settings is None:
         study_settings = StudySettings.for_user(user)
-    progress = _locked_progress(user, card_id)
-    if expected_reps is not None and progress.reps != expected_reps:
+    (progress_id, state, step, due, stability, difficulty, reps, lapses, last_reviewed) = (
+        _locked_progress_row(user, card_id)
+    )
+    if expected_reps is not None and reps != expected_reps:
         raise StaleRating
-    before = progress_state(progress)
+    before = scheduler.CardState(
+        state=state,
+        step=step,
+        due=py_datetime(due),
+        stability=stability,
+        difficulty=difficulty,
+        last_review=py_datetime(last_reviewed),
+    )
     outcome = scheduler.review(before, rating, now, scheduler_for(study_settings))
     after = outcome.after
-    review = Review.objects.create(
-        user=user,
+    review = Review(
+        user_id=user.pk,
         card_id=card_id,
         rating=rating,
         reviewed_at=now,
@@ -125,16 +167,30 @@ def record_review(
         difficulty_after=after.difficulty,
         scheduled_days=outcome.scheduled_days,
     )
-    progress.state = after.state
-    progress.step = after.step
-    progress.due = after.due
-    progress.stability = after.stability
-    progress.difficulty = after.difficulty
-    progress.reps += 1
-    progress.lapses += _is_lapse(before.state, rating)
-    progress.last_rating = rating
-    progress.last_reviewed_at = now
-    progress.save(update_fields=PROGRESS_STATE_FIELDS)
+    values = [getattr(review, column) for column in _REVIEW_COLUMNS]
+    values = [db_datetime(v) if isinstance(v, datetime) else v for v in values]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {Review._meta.db_table} ({', '.join(_REVIEW_COLUMNS)})"
+            f" VALUES ({', '.join(['%s'] * len(values))})"
+            + (" RETURNING id" if connection.features.can_return_columns_from_insert else ""),
+            values,
+        )
+        review.pk = (
+            cursor.fetchone()[0]
+            if connection.features.can_return_columns_from_insert
+            else cursor.lastrowid
+        )
+        cursor.execute(
+            f"UPDATE {CardProgress._meta.db_table} SET state = %s, step = %s, due = %s,"
+            " stability = %s, difficulty = %s, reps = %s, lapses = %s, last_rating = %s,"
+            " last_reviewed_at = %s WHERE id = %s",
+            [
+                after.state, after.step, db_datetime(after.due), after.stability,
+                after.difficulty, reps + 1, lapses + _is_lapse(before.state, rating), rating,
+                db_datetime(now), progress_id,
+            ],
+        )  # fmt: skip
     return review
 
 
@@ -157,7 +213,7 @@ def undo_last_review(user, deck: Deck | None = None) -> Review | None:
     last = reviews.select_for_update(of=("self",)).order_by("-reviewed_at", "-id").first()
     if last is None:
         return None
-    progress = _locked_progress(user, last.card_id)
+    progress = CardProgress.objects.select_for_update().get(user=user, card_id=last.card_id)
     previous = (
         Review.objects.filter(user=user, card_id=last.card_id)
         .exclude(pk=last.pk)
@@ -188,9 +244,7 @@ def import_deck(
     )
     Card.objects.bulk_create(
         [
-            Card(
-                deck=deck, front=card.front, back=card.back, tags=card.tags, position=position
-            )
+            Card(deck=deck, front=card.front, back=card.back, tags=card.tags, position=position)
             for position, card in enumerate(parsed.cards, start=1)
         ],
         batch_size=1000,

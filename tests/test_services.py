@@ -162,3 +162,19 @@ def test_two_concurrent_ratings_apply_one_after_the_other():
     assert second.state_before == first.state_after
     assert second.due_before == first.due_after
     assert snapshot(student, card)["reps"] == 2
+
+
+def test_ensure_progress_picks_up_cards_added_later(student, deck):
+    services.ensure_progress(student, deck)
+    Card.objects.create(deck=deck, front="late", back="card", position=10)
+    services.ensure_progress(student, deck)
+    assert CardProgress.objects.filter(user=student, deck=deck).count() == 4
+    assert CardProgress.objects.get(user=student, card__front="late").state == State.NEW
+
+
+def test_ensure_progress_costs_one_query_when_nothing_is_missing(
+    student, deck, django_assert_num_queries
+):
+    services.ensure_progress(student, deck)
+    with django_assert_num_queries(1):
+        services.ensure_progress(student, deck)

@@ -201,13 +201,13 @@ def test_markdown_is_rendered_and_sanitised(student_client, student):
 @pytest.mark.parametrize("size", [10, 2000])
 def test_study_step_query_count_is_constant(student_client, student, size,
                                             django_assert_num_queries):  # fmt: skip
-    """Flip: session, user, deck, progress, settings, today's counts, 3 queue counts.
-    Rate adds the token check, the locked write (savepoint, progress, review, update)
-    and the queue lookups that reach the next new card (learning, review, new)."""
+    """Flip: session, user, deck, progress, settings, today's counts, queue counts.
+    Rate: session, user, deck, token check, settings, the write (savepoint, locked read,
+    insert, update, release), today's counts, the one-statement queue, queue counts."""
     deck = make_deck("Sized", cards=size)
     p = urls(deck)
     token = token_in(student_client.get(p["study"]))
-    with django_assert_num_queries(9):
+    with django_assert_num_queries(7):
         student_client.get(p["flip"], {"token": token}, **HX)
-    with django_assert_num_queries(17):
+    with django_assert_num_queries(13):
         student_client.post(p["rate"], {"token": token, "rating": "3"}, **HX)
