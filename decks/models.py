@@ -232,6 +232,20 @@ class StudySettings(models.Model):
         help_text="Reviews before this hour count towards the previous day.",
     )
 
+    # The student's own FSRS parameters (decks.memory_model), once fitted and shown to
+    # predict their held-out reviews better than the defaults; None means the defaults.
+    fsrs_parameters = models.JSONField(null=True, blank=True)
+    model_reviews = models.PositiveIntegerField(null=True, blank=True)
+    model_log_loss = models.FloatField(null=True, blank=True)
+    model_rmse = models.FloatField(null=True, blank=True)
+    default_log_loss = models.FloatField(null=True, blank=True)
+    default_rmse = models.FloatField(null=True, blank=True)
+    model_fitted_at = models.DateTimeField(null=True, blank=True)
+    model_message = models.CharField(max_length=300, blank=True)
+    fit_requested_at = models.DateTimeField(
+        null=True, blank=True, help_text="Set when a fit is queued for the nightly command."
+    )
+
     class Meta:
         verbose_name_plural = "study settings"
         constraints = [

@@ -7,7 +7,7 @@ from datetime import datetime
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
-from decks import scheduler
+from decks import memory_model, scheduler
 from decks.importers import ParsedDeck, decode_upload, parse_deck
 from decks.models import Card, CardProgress, Deck, Rating, Review, State, StudySettings
 from decks.rawsql import db_datetime, for_update, py_datetime
@@ -23,8 +23,11 @@ class StaleRating(Exception):
 
 
 def scheduler_for(study_settings: StudySettings, *, fuzz: bool | None = None):
+    """The student's scheduler: their desired retention, and their own fitted parameters
+    once they have some (decks.memory_model)."""
     return scheduler.get_scheduler(
         study_settings.desired_retention,
+        parameters=study_settings.fsrs_parameters,
         fuzz=settings.STUDYAPP_FSRS_FUZZ if fuzz is None else fuzz,
     )
 
@@ -268,3 +271,56 @@ def import_deck_file(
         text, format=format, title=title, max_cards=settings.STUDYAPP_MAX_IMPORT_CARDS
     )
     return import_deck(parsed, title=title, owner=owner, is_public=is_public), parsed
+
+
+def request_model_fit(user, now: datetime) -> None:
+    """Queue a fit for `manage.py fit_memory_model --pending`."""
+    study_settings = StudySettings.for_user(user)
+    study_settings.fit_requested_at = now
+    study_settings.save()
+
+
+def save_model_fit(user, result: memory_model.FitResult, now: datetime) -> StudySettings:
+    """Store the outcome of fitting a student's memory model on their settings."""
+    study_settings = StudySettings.for_user(user)
+    if result.adopted:
+        study_settings.fsrs_parameters = result.parameters
+        study_settings.model_reviews = result.reviews
+        study_settings.model_log_loss = result.log_loss
+        study_settings.model_rmse = result.rmse
+        study_settings.default_log_loss = result.default_log_loss
+        study_settings.default_rmse = result.default_rmse
+        study_settings.model_fitted_at = now
+    study_settings.model_message = result.message[:300]
+    study_settings.fit_requested_at = None
+    study_settings.save()
+    return study_settings
+
+
+@transaction.atomic
+def reschedule(user, study_settings: StudySettings) -> int:
+    """Replay every studied card's history through the student's current scheduler and
+    store the resulting memory state and due date. Returns the number of cards changed."""
+    fsrs_scheduler = scheduler_for(study_settings, fuzz=False)
+    progress = {
+        p.card_id: p for p in CardProgress.objects.filter(user=user).exclude(state=State.NEW)
+    }
+    history = Review.objects.filter(user=user).order_by("card_id", "reviewed_at", "id")
+    states: dict[int, scheduler.CardState] = {}
+    for card_id, rating, reviewed_at in history.values_list(
+        "card_id", "rating", "reviewed_at"
+    ).iterator(chunk_size=10_000):
+        before = states.get(card_id, scheduler.CardState())
+        states[card_id] = scheduler.review(before, rating, reviewed_at, fsrs_scheduler).after
+    changed = []
+    for card_id, state in states.items():
+        row = progress.get(card_id)
+        if row is None:
+            continue
+        row.state, row.step, row.due = state.state, state.step, state.due
+        row.stability, row.difficulty = state.stability, state.difficulty
+        changed.append(row)
+    CardProgress.objects.bulk_update(
+        changed, ["state", "step", "due", "stability", "difficulty"], batch_size=1000
+    )
+    return len(changed)

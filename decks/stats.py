@@ -54,20 +54,21 @@ class DaysSince(Func):
         return sql, (*now[1], *column[1])
 
 
-def recall_now(now: datetime, prefix: str = "") -> Func:
+def recall_now(now: datetime, parameters: list[float] | None = None) -> Func:
     """FSRS-6 retrievability of a studied card at ``now``, as a database expression:
-    R = (1 + FACTOR * days / stability) ** DECAY, the same formula as fsrs.Scheduler."""
-    fsrs = get_scheduler()
-    days = DaysSince(F(f"{prefix}last_reviewed_at"), now)
+    R = (1 + FACTOR * days / stability) ** DECAY, the same formula as fsrs.Scheduler,
+    with the student's own parameters when they have them."""
+    fsrs = get_scheduler(parameters=parameters)
+    days = DaysSince(F("last_reviewed_at"), now)
     ratio = ExpressionWrapper(
-        Value(1.0) + Value(fsrs._FACTOR) * days / Cast(F(f"{prefix}stability"), FloatField()),
+        Value(1.0) + Value(fsrs._FACTOR) * days / Cast(F("stability"), FloatField()),
         output_field=FloatField(),
     )
     return Func(ratio, Value(fsrs._DECAY), function="POWER", output_field=FloatField())
 
 
-def studied_q(prefix: str = "") -> Q:
-    return ~Q(**{f"{prefix}state": State.NEW}) & Q(**{f"{prefix}stability__isnull": False})
+def studied_q() -> Q:
+    return ~Q(state=State.NEW) & Q(stability__isnull=False)
 
 
 @dataclass
@@ -100,7 +101,7 @@ def deck_summaries(
             due=Count("id", filter=Q(state=State.REVIEW, due__lt=end_of_day)),
             studied=Count("id", filter=studied_q()),
             mastery=mastery_sum(),
-            recall=Avg(recall_now(now), filter=studied_q()),
+            recall=Avg(recall_now(now, study_settings.fsrs_parameters), filter=studied_q()),
         )
     )
     by_deck = {row["deck_id"]: row for row in rows}
@@ -137,13 +138,13 @@ CARD_SORTS = {
 }
 
 
-def card_table(user, deck: Deck, now: datetime, sort: str):
+def card_table(user, deck: Deck, now: datetime, sort: str, parameters: list[float] | None):
     """The deck page's table: each card with the user's progress, in the chosen order."""
     order = CARD_SORTS.get(sort, CARD_SORTS["hardest"])
     return (
         CardProgress.objects.filter(user=user, deck=deck)
         .select_related("card")
-        .annotate(recall=recall_now(now))
+        .annotate(recall=recall_now(now, parameters))
         .order_by(*order, "position", "card_id")
     )
 
@@ -267,10 +268,19 @@ class Calibration:
     rating: int
     next_reviews: int  # reviews with this rating that have a later review of the card
     forgotten: int  # of those, how many next reviews were a failed recall (1–2)
+    predicted: float | None  # the model's mean predicted recall at those next reviews, 0–1
 
     @property
     def percent(self) -> float | None:
         return 100 * self.forgotten / self.next_reviews if self.next_reviews else None
+
+    @property
+    def recalled_percent(self) -> float | None:
+        return None if self.percent is None else 100 - self.percent
+
+    @property
+    def predicted_percent(self) -> float | None:
+        return None if self.predicted is None else 100 * self.predicted
 
 
 def calibration(user) -> list[Calibration]:
@@ -280,19 +290,21 @@ def calibration(user) -> list[Calibration]:
         cursor.execute(
             f"""
             SELECT rating, COUNT(next_rating),
-                   COALESCE(SUM(CASE WHEN next_rating <= 2 THEN 1 ELSE 0 END), 0)
+                   COALESCE(SUM(CASE WHEN next_rating <= 2 THEN 1 ELSE 0 END), 0),
+                   AVG(next_recall)
             FROM (
-                SELECT rating, LEAD(rating) OVER (
-                    PARTITION BY card_id ORDER BY reviewed_at, id
-                ) AS next_rating
+                SELECT rating,
+                       LEAD(rating) OVER card_history AS next_rating,
+                       LEAD(retrievability) OVER card_history AS next_recall
                 FROM {review} WHERE user_id = %s
+                WINDOW card_history AS (PARTITION BY card_id ORDER BY reviewed_at, id)
             ) AS pairs
             GROUP BY rating
             """,
             [user.pk],
         )
-        found = {rating: (total, failed) for rating, total, failed in cursor.fetchall()}
-    return [Calibration(r, *found.get(r, (0, 0))) for r in range(1, 6)]
+        found = {row[0]: row[1:] for row in cursor.fetchall()}
+    return [Calibration(r, *found.get(r, (0, 0, None))) for r in range(1, 6)]
 
 
 @dataclass

@@ -8,6 +8,7 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
     path("settings/", views.study_settings, name="study_settings"),
+    path("settings/fit/", views.fit_memory_model, name="fit_memory_model"),
     path("stats/", views.student_stats, name="stats"),
     path("decks/<int:deck_id>/class/", views.class_dashboard, name="class_dashboard"),
     re_path(

@@ -24,7 +24,7 @@ from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from decks import exporters, queue, scheduler, services, stats
+from decks import exporters, memory_model, queue, scheduler, services, stats
 from decks.forms import DeckImportForm, SignupForm, StudySettingsForm
 from decks.importers import DeckFormatError, render_csv, render_seed_text
 from decks.models import CardProgress, Deck, Rating, Review, StudySettings
@@ -105,7 +105,8 @@ def deck_detail(request: HttpRequest, deck_id: int) -> HttpResponse:
     sort = request.GET.get("sort", "hardest")
     if sort not in stats.CARD_SORTS:
         sort = "hardest"
-    table = stats.card_table(request.user, deck, timezone.now(), sort)
+    parameters = StudySettings.for_user(request.user).fsrs_parameters
+    table = stats.card_table(request.user, deck, timezone.now(), sort, parameters)
     page = Paginator(table, 100).get_page(request.GET.get("page"))
     return render(
         request,
@@ -134,7 +135,7 @@ def study_settings(request: HttpRequest) -> HttpResponse:
         form.save()
         messages.success(request, "Your study settings are saved.")
         return redirect("study_settings")
-    return render(request, "decks/settings.html", {"form": form})
+    return render(request, "decks/settings.html", {"form": form, "model": instance})
 
 
 @login_required
@@ -195,6 +196,28 @@ CLASS_SORT_LABELS = {
     "reviews": "Most reviews (7 days)",
     "active": "Least recently active",
 }
+
+
+@login_required
+@require_POST
+def fit_memory_model(request: HttpRequest) -> HttpResponse:
+    """Fit the student's own memory model now, or queue it when the history is large."""
+    now = timezone.now()
+    if (
+        Review.objects.filter(user=request.user).count()
+        > settings.STUDYAPP_FIT_IN_REQUEST_MAX_REVIEWS
+    ):
+        services.request_model_fit(request.user, now)
+        messages.info(
+            request,
+            "Your history is large, so fitting runs in the background tonight. "
+            "Your model shows here once it is done.",
+        )
+    else:
+        result = memory_model.fit(request.user, StudySettings.for_user(request.user))
+        services.save_model_fit(request.user, result, now)
+        (messages.success if result.adopted else messages.info)(request, result.message)
+    return redirect("study_settings")
 
 
 # --- Study flow ------------------------------------------------------------------------

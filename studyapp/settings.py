@@ -60,6 +60,15 @@ STUDYAPP_FSRS_FUZZ = env_bool("STUDYAPP_FSRS_FUZZ", True)
 STUDYAPP_MAX_IMPORT_BYTES = int(os.environ.get("STUDYAPP_MAX_IMPORT_BYTES", 10 * 1024 * 1024))
 STUDYAPP_MAX_IMPORT_CARDS = int(os.environ.get("STUDYAPP_MAX_IMPORT_CARDS", 200_000))
 
+# A student's own memory model is fitted once they have this much history.
+STUDYAPP_FIT_MIN_REVIEWS = int(os.environ.get("STUDYAPP_FIT_MIN_REVIEWS", "400"))
+STUDYAPP_FIT_MIN_CARDS = int(os.environ.get("STUDYAPP_FIT_MIN_CARDS", "50"))
+# Fits of histories up to this size run in the request; larger ones are queued for
+# `manage.py fit_memory_model --pending` (e.g. nightly from cron).
+STUDYAPP_FIT_IN_REQUEST_MAX_REVIEWS = int(
+    os.environ.get("STUDYAPP_FIT_IN_REQUEST_MAX_REVIEWS", "20000")
+)
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",

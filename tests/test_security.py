@@ -30,6 +30,7 @@ MATRIX = {
     "home": ("GET", {}, {ANON: "login", A: 200, B: 200, STAFF: 200}),
     "study_settings": ("GET", {}, {ANON: "login", A: 200, B: 200, STAFF: 200}),
     "stats": ("GET", {}, {ANON: "login", A: 200, B: 200, STAFF: 200}),
+    "fit_memory_model": ("POST", {}, {ANON: "login", A: 302, B: 302, STAFF: 302}),
     "import_deck": ("GET", {}, {ANON: "login", A: 200, B: 200, STAFF: 200}),
     "export_progress": ("GET", {"kind": "reviews"}, {ANON: "login", A: 200, B: 200, STAFF: 200}),
     "deck_detail": ("GET", {"deck": True}, {ANON: "login", A: 200, B: 404, STAFF: 200}),
