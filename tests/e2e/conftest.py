@@ -70,11 +70,6 @@ class BrowserErrors:
         return page
 
     def _on_console(self, message: ConsoleMessage) -> None:
-        # The app has no favicon yet, so the browser's own request for one is a 404 that
-        # Chromium logs as an error (once per browser, so only in whichever test runs
-        # first). It is reported as a finding; it is not an error of the study pages.
-        if message.location.get("url", "").endswith("/favicon.ico"):
-            return
         if message.type == "error":
             self.messages.append(f"console.error at {message.location}: {message.text}")
 
