@@ -214,20 +214,31 @@ class HeatCell:
     y: int
 
 
-def heatmap(per_day: dict[date, int], today: date, days: int = 365) -> list[HeatCell]:
+@dataclass(frozen=True)
+class Heatmap:
+    cells: list[HeatCell]
+    months: list[tuple[int, str]]  # (x, "Mar") where a month's first full week starts
+
+
+HEAT_TOP = 14  # room for the month labels above the grid
+
+
+def heatmap(per_day: dict[date, int], today: date, days: int = 365) -> Heatmap:
     """Cells of a calendar heatmap: one column per week (Monday on top), the last ``days``."""
     first = today - timedelta(days=days - 1)
     start = first - timedelta(days=first.weekday())
     busiest = max(per_day.values(), default=0)
-    cells = []
+    cells, months = [], []
     day = first
     while day <= today:
         count = per_day.get(day, 0)
         level = 0 if count == 0 else min(4, 1 + (4 * count - 1) // max(busiest, 1))
         week = (day - start).days // 7
-        cells.append(HeatCell(day, count, level, x=week * 13, y=day.weekday() * 13))
+        cells.append(HeatCell(day, count, level, x=week * 13, y=HEAT_TOP + day.weekday() * 13))
+        if day.day <= 7 and day.weekday() == 0 and week < 52:
+            months.append((week * 13, f"{day:%b}"))
         day += timedelta(days=1)
-    return cells
+    return Heatmap(cells, months)
 
 
 @dataclass(frozen=True)
@@ -239,17 +250,34 @@ class Bar:
     y: float
     width: float
     height: float
+    show_label: bool  # whether the axis shows this bar's label (not every one fits)
+
+    @property
+    def middle(self) -> float:
+        return round(self.x + self.width / 2, 1)
+
+
+@dataclass(frozen=True)
+class BarChart:
+    bars: list[Bar]
+    height: int  # of the plot; the axis labels sit below it
+    top: float  # the value of a full-height bar
+    top_label: str
 
 
 def bars(
-    items: list[tuple[str, float, str]], *, width: int = 600, height: int = 120, top=None
-) -> list[Bar]:
+    items: list[tuple[str, float, str]],
+    *,
+    width: int = 600,
+    height: int = 120,
+    top: float | None = None,
+    unit: str = "",
+    label_every: int = 1,
+) -> BarChart:
     """Geometry for a simple bar chart; ``items`` are (label, value, description)."""
-    if not items:
-        return []
     top = top or max((value for _, value, _ in items), default=0) or 1
-    slot = width / len(items)
-    return [
+    slot = width / max(len(items), 1)
+    drawn = [
         Bar(
             label=label,
             value=value,
@@ -258,9 +286,11 @@ def bars(
             y=round(height - height * value / top, 1),
             width=round(slot * 0.8, 1),
             height=round(height * value / top, 1),
+            show_label=i % label_every == 0,
         )
         for i, (label, value, text) in enumerate(items)
     ]
+    return BarChart(drawn, height, top, f"{top:g}{unit}")
 
 
 @dataclass(frozen=True)
@@ -310,12 +340,12 @@ def calibration(user) -> list[Calibration]:
 @dataclass
 class StudentStats:
     today: date
-    heatmap: list[HeatCell]
+    heatmap: Heatmap
     total_reviews_year: int
     streaks: Streaks
-    forecast: list[Bar]
-    ratings: list[Bar]
-    retention: list[Bar]
+    forecast: BarChart
+    ratings: BarChart
+    retention: BarChart
     calibration: list[Calibration]
 
 
@@ -384,9 +414,9 @@ def student_stats(user, study_settings: StudySettings, now: datetime) -> Student
         heatmap=heatmap(per_day, today),
         total_reviews_year=sum(per_day.values()),
         streaks=streaks(per_day, due_per_day, today),
-        forecast=bars(forecast),
+        forecast=bars(forecast, label_every=5),
         ratings=bars(ratings, height=100),
-        retention=bars(retention, top=100),
+        retention=bars(retention, top=100, unit=" %", label_every=4),
         calibration=calibration(user),
     )
 

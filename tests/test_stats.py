@@ -69,7 +69,7 @@ def test_review_days_follow_the_users_time_zone_and_day_start(student, deck):
     services.record_review(student, card.pk, 3, datetime(2026, 3, 10, 11, 30, tzinfo=UTC))
     study_settings = StudySettings(user=student, time_zone="America/Los_Angeles")
     figures = stats.student_stats(student, study_settings, datetime(2026, 3, 10, 20, tzinfo=UTC))
-    counted = {cell.day: cell.count for cell in figures.heatmap if cell.count}
+    counted = {cell.day: cell.count for cell in figures.heatmap.cells if cell.count}
     assert counted == {date(2026, 3, 9): 1, date(2026, 3, 10): 1}
 
 
@@ -82,7 +82,7 @@ def test_forecast_buckets_due_cards_by_day_with_overdue_today(student, deck):
             state=State.REVIEW, due=due, stability=3, last_reviewed_at=NOW - timedelta(days=5)
         )
     figures = stats.student_stats(student, StudySettings(user=student), NOW)
-    values = [bar.value for bar in figures.forecast]
+    values = [bar.value for bar in figures.forecast.bars]
     assert len(values) == 30
     assert values[:5] == [2, 0, 0, 1, 0]
 
