@@ -10,12 +10,14 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
+from decks.apkg import PackageError
 from decks.forms import AdminDeckImportForm, ProgressExportForm
 from decks.importers import DeckFormatError
 from decks.models import Card, CardProgress, Deck, Review, StudySettings
-from decks.services import import_deck_file
+from decks.services import import_upload
 
 
 class CardInline(admin.TabularInline):
@@ -106,23 +108,17 @@ class DeckAdmin(admin.ModelAdmin):
         form = AdminDeckImportForm(request.POST or None, request.FILES or None)
         if request.method == "POST" and form.is_valid():
             try:
-                deck, parsed = import_deck_file(
+                deck, summary = import_upload(
                     form.read_file(),
                     format=form.cleaned_data["format"] or None,
                     title=form.cleaned_data["title"] or None,
                     is_public=form.cleaned_data["is_public"],
+                    now=timezone.now(),
                 )
-            except DeckFormatError as error:
+            except (DeckFormatError, PackageError) as error:
                 form.add_error("file", f"{error} Nothing was imported.")
             else:
-                skipped = "".join(
-                    f" Skipped card {s.number} (line {s.line}): {s.reason}." for s in parsed.skipped
-                )
-                self.message_user(
-                    request,
-                    f"Imported {len(parsed.cards)} cards into “{deck.title}”.{skipped}",
-                    messages.SUCCESS,
-                )
+                self.message_user(request, summary, messages.SUCCESS)
                 return redirect(reverse("admin:decks_deck_change", args=[deck.pk]))
         context = {
             **self.admin_site.each_context(request),

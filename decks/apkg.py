@@ -36,6 +36,12 @@ import nh3
 import zstandard
 
 __all__ = [
+    "REVLOG_FILTERED",
+    "REVLOG_LEARN",
+    "REVLOG_MANUAL",
+    "REVLOG_RELEARN",
+    "REVLOG_RESCHEDULED",
+    "REVLOG_REVIEW",
     "ApkgCard",
     "ApkgPackage",
     "ApkgReview",
@@ -52,31 +58,35 @@ class PackageError(ValueError):
 @dataclass(frozen=True, slots=True)
 class ApkgCard:
     anki_card_id: int
-    note_guid: str
-    ord: int
-    deck_name: str
+    note_guid: str  # Anki's note guid: stable across re-exports, the key for re-imports
+    ord: int  # template ordinal; for cloze notes, the cloze number - 1
+    deck_name: str  # the card's home deck (not a filtered deck), "Parent::Child"
+    # Markdown for the app: images as ![](NAME), or ![](<NAME>) when NAME holds spaces or
+    # brackets, with NAME the key in ApkgPackage.media (or the src as written if not a file).
     front: str
-    back: str
-    tags: str
-    suspended: bool
+    back: str  # the answer side without the question repeated before <hr id=answer>
+    tags: str  # space-separated
+    suspended: bool  # queue == -1 (buried cards are not suspended)
+    # 0..n-1 in Anki's new-card order (the due number of new cards, the remembered original
+    # position of studied ones), then note id and ord; cards are listed in this order.
     position: int
 
 
 @dataclass(frozen=True, slots=True)
 class ApkgReview:
     anki_card_id: int
-    reviewed_at_ms: int
-    ease: int
-    duration_ms: int
-    kind: int
+    reviewed_at_ms: int  # revlog.id: epoch milliseconds
+    ease: int  # 1 Again .. 4 Easy; 0 in rows that are not answers (manual rescheduling)
+    duration_ms: int  # revlog.time
+    kind: int  # revlog.type: see the REVLOG_* constants
 
 
 @dataclass(frozen=True)
 class ApkgPackage:
     cards: list[ApkgCard]
-    reviews: list[ApkgReview]
-    media: dict[str, bytes]
-    deck_names: list[str]
+    reviews: list[ApkgReview]  # every revlog row of the cards above, oldest first
+    media: dict[str, bytes]  # original file name -> bytes, only files the cards show
+    deck_names: list[str]  # sorted; the decks holding at least one of the cards
 
 
 # revlog.type values, for callers deciding which rows are real reviews. Anki writes MANUAL for
@@ -109,7 +119,7 @@ def is_anki_package(data: bytes) -> bool:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             names = set(archive.namelist())
-    except Exception:  # noqa: BLE001 - a probe: any failure to parse means "not a package"
+    except Exception:  # a probe: any failure to parse means "not a package"
         return False
     return any(name in names for name in _COLLECTION_NAMES)
 
@@ -168,7 +178,7 @@ def _open_zip(data: bytes) -> zipfile.ZipFile:
         return zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile as exc:
         raise PackageError(f"the file is not a zip archive, or it is truncated ({exc})") from exc
-    except Exception as exc:  # noqa: BLE001 - a mangled central directory fails in many ways
+    except Exception as exc:  # a mangled central directory fails in many different ways
         raise PackageError(f"the zip archive is damaged ({exc})") from exc
 
 
@@ -194,8 +204,9 @@ def _check_members(
     return {info.filename: info for info in infos}
 
 
-def _zip_error(name: str, exc: Exception) -> PackageError:
-    return PackageError(f"zip member {name!r} cannot be read: damaged or truncated ({exc})")
+def _zip_error(name: str, exc: Exception, what: str = "") -> PackageError:
+    label = f"{what} (zip member {name!r})" if what else f"zip member {name!r}"
+    return PackageError(f"{label} cannot be read: damaged or truncated ({exc})")
 
 
 # Errors zipfile raises for a member whose data is damaged or truncated (RuntimeError: an
@@ -204,11 +215,11 @@ def _zip_error(name: str, exc: Exception) -> PackageError:
 _ZIP_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError)
 
 
-def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, what: str = "") -> bytes:
     try:
         return archive.read(info)
     except _ZIP_READ_ERRORS as exc:
-        raise _zip_error(info.filename, exc) from exc
+        raise _zip_error(info.filename, exc, what) from exc
 
 
 def _zstd_chunks(
@@ -241,41 +252,22 @@ def _extract_collection(
 ) -> None:
     name = info.filename
     try:
-        with archive.open(info) as source, path.open("wb") as target:
-            if name.endswith(".anki21b"):
-                head = source.read(4)
-                if head != _ZSTD_MAGIC:
+        if name.endswith(".anki21b"):
+            # Checked apart (reopening a member is cheap) so that a plain SQLite file stored
+            # under the new name gets a clear message rather than a zstd error code.
+            with archive.open(info) as source:
+                if source.read(4) != _ZSTD_MAGIC:
                     raise PackageError(f"{name} is not a valid zstd stream")
-                stream = io.BufferedReader(_Prefixed(head, source))
-                for chunk in _zstd_chunks(stream, name, budget, name):
+            with archive.open(info) as source, path.open("wb") as target:
+                for chunk in _zstd_chunks(source, name, budget, name):
                     target.write(chunk)
-            else:
-                budget.take(info.file_size, name)
+        else:
+            budget.take(info.file_size, name)
+            with archive.open(info) as source, path.open("wb") as target:
                 while chunk := source.read(_CHUNK):
                     target.write(chunk)
     except _ZIP_READ_ERRORS as exc:
         raise _zip_error(name, exc) from exc
-
-
-class _Prefixed(io.RawIOBase):
-    """A stream that replays bytes already read (the zstd magic check) before the rest."""
-
-    def __init__(self, head: bytes, rest: io.BufferedIOBase) -> None:
-        self._head = head
-        self._rest = rest
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:  # type: ignore[override]
-        if self._head:
-            count = min(len(buffer), len(self._head))
-            buffer[:count] = self._head[:count]
-            self._head = self._head[count:]
-            return count
-        data = self._rest.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
 
 def _package_version(
@@ -304,7 +296,6 @@ def _check_media_name(name: str) -> str:
         or "\\" in name
         or "\x00" in name
         or name in (".", "..")
-        or name.startswith("..")
         or _DRIVE.match(name)
     ):
         raise PackageError(f"media file name {name!r} is not allowed")
@@ -368,7 +359,7 @@ def _read_media(
             # Anki exports skip files missing from the collection's media folder, so a
             # reference without a file is ordinary: the card keeps a dangling reference.
             continue
-        raw = _read_member(archive, info)
+        raw = _read_member(archive, info, f"media file {name!r}")
         if version >= _META_VERSION_LATEST:
             media[name] = _zstd_bytes(raw, f"media file {name!r}", budget)
         else:
@@ -460,6 +451,12 @@ def _read_collection(
         return _read_tables(conn, collection, media_names)
     except sqlite3.DatabaseError as exc:
         raise PackageError(f"{collection} is not a valid Anki collection ({exc})") from exc
+    except PackageError:
+        raise
+    except (TypeError, AttributeError, ValueError) as exc:
+        # SQLite columns hold whatever type was written: a crafted collection can put a number
+        # where Anki keeps text, which only shows up as one of these on use.
+        raise PackageError(f"{collection} holds data Anki would not write ({exc!r})") from exc
     finally:
         conn.close()
 
@@ -617,6 +614,8 @@ _MEDIA_TAGS = re.compile(r"\[sound:[^\]]*\]|\[anki:tts[^\]]*\].*?\[/anki:tts\]",
 _EMPTY_FIELD = re.compile(r"^(?:\s|</?(?:br|div)\s*/?>)*$", re.I)
 _ANY_TAG = re.compile(r"<[^>]*>")
 _CLOZE_TOKEN = re.compile(r"\{\{c(\d+(?:,\d+)*)::|\}\}")
+# Template sections and clozes nested deeper than this are not nested any further.
+_MAX_NESTING = 50
 
 # Template nodes: a str is literal text; ("field", name, filters) and
 # ("section", name, negated, children) are tags.
@@ -633,6 +632,8 @@ def _parse_template(source: str) -> list[_Node]:
         pos = match.end()
         tag = match.group(1).strip()
         if tag[:1] in ("#", "^"):
+            if len(stack) > _MAX_NESTING:
+                continue  # rendering recurses per level; no real template nests this deep
             children: list[_Node] = []
             name = tag[1:].strip()
             stack[-1][1].append(("section", name, tag[0] == "^", children))
@@ -668,7 +669,10 @@ def _parse_clozes(text: str) -> list:
         if match.start() > pos:
             stack[-1][1].append(text[pos : match.start()])
         pos = match.end()
-        if match.group(1):
+        if match.group(1) and len(stack) > _MAX_NESTING:
+            # Rendering recurses per level: an opener this deep stays literal text.
+            stack[-1][1].append(match.group(0))
+        elif match.group(1):
             ords = frozenset(int(n) for n in match.group(1).split(","))
             node = _Cloze(ords, match.group(0), [])
             stack[-1][1].append(node)
@@ -825,16 +829,18 @@ class _Renderer:
     def to_text(self, fragment: str) -> str:
         return _html_to_text(fragment, self._media_name)
 
-    def _media_name(self, src: str) -> str:
-        if src in self.media_names:
-            self.used_media.add(src)
-            return src
-        # Anki writes names raw in src, but fields pasted from elsewhere may be URL-encoded.
-        decoded = unquote(src)
-        if decoded in self.media_names:
-            self.used_media.add(decoded)
-            return decoded
-        return src
+    def _media_name(self, src: str) -> str | None:
+        name = src
+        if name not in self.media_names:
+            # Anki writes names raw in src, but fields pasted from elsewhere may be URL-encoded.
+            decoded = unquote(src)
+            if decoded in self.media_names:
+                name = decoded
+        if "<" in name or ">" in name or "\n" in name:
+            return None  # no Markdown link destination can hold these
+        if name in self.media_names:
+            self.used_media.add(name)
+        return name
 
 
 # Tags kept by nh3 so their meaning can be turned into Markdown; everything else is stripped
@@ -860,7 +866,8 @@ _NEEDS_ANGLE = re.compile(r"[\s()\[\]]")
 _CLEANER_OPTIONS = {
     "tags": set(_KEPT_TAGS),
     "attributes": {"img": {"src"}},
-    "clean_content_tags": {"script", "style"},
+    # Buttons are card-template UI (Image Occlusion's "Toggle Masks"), not card content.
+    "clean_content_tags": {"script", "style", "button"},
     "link_rel": None,
 }
 # nh3.Cleaner (nh3 >= 0.3) converts the options once instead of on every call: four times
@@ -871,6 +878,44 @@ else:  # pragma: no cover - older nh3
 
     def _sanitize(fragment: str) -> str:
         return nh3.clean(fragment, **_CLEANER_OPTIONS)
+
+
+# HTML parsing (html5ever, inside nh3) does work proportional to the depth of open elements for
+# many tags it meets (<div>, <rt>, ...), so a field of 100,000 nested tags takes minutes. Real
+# cards nest a handful of levels; markup that may nest deeper than this (counting every
+# non-void tag left open, an upper bound) becomes plain text without going through nh3.
+_MAX_DEPTH = 100
+_DEPTH_CHECK_FROM = 3 * _MAX_DEPTH  # "<b>" is 3 characters: shorter text cannot nest deeper
+# Some shapes are slow without nesting (text inside thousands of sibling <table>s is moved one
+# by one), so huge fragments, far beyond any hand-made card, skip nh3 as well.
+_MAX_RICH_CHARS = 100_000
+_OPEN_CLOSE = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9]*)")
+_VOID_TAGS = frozenset(
+    {"br", "img", "hr", "wbr", "input", "meta", "link", "area", "base", "col", "embed"}
+    | {"param", "source", "track"}
+)
+_INVISIBLE = re.compile(r"<(script|style)\b.*?</\1\s*>|<!--.*?-->", re.I | re.S)
+_LINE_BREAK_TAG = re.compile(r"<br\b[^>]*>|</?(?:div|p|li|tr|h[1-6])\b[^>]*>", re.I)
+
+
+def _too_deep(fragment: str) -> bool:
+    depth = 0
+    for match in _OPEN_CLOSE.finditer(fragment):
+        if match.group(1):
+            depth = max(depth - 1, 0)
+        elif match.group(2).lower() not in _VOID_TAGS:
+            depth += 1
+            if depth > _MAX_DEPTH:
+                return True
+    return False
+
+
+def _plain_text(fragment: str) -> str:
+    """The text of pathological markup, without parsing it as HTML (see _MAX_DEPTH)."""
+    text = _LINE_BREAK_TAG.sub("\n", _INVISIBLE.sub("", fragment))
+    text = html.unescape(_ANY_TAG.sub("", _CONTROL.sub("", text))).replace("\xa0", " ")
+    lines = (_WHITESPACE.sub(" ", line).strip() for line in text.split("\n"))
+    return _MANY_NEWLINES.sub("\n\n", "\n".join(lines)).strip()
 
 
 def _wrap_emphasis(content: str, marker: str) -> str:
@@ -888,18 +933,23 @@ def _wrap_emphasis(content: str, marker: str) -> str:
     return _NON_BOUNDARY.sub(wrap, content)
 
 
-def _html_to_text(fragment: str, media_name: Callable[[str], str]) -> str:
+def _html_to_text(fragment: str, media_name: Callable[[str], str | None]) -> str:
     """Anki card HTML -> the app's Markdown text."""
     if "[" in fragment:
         fragment = _MEDIA_TAGS.sub("", fragment)
     if "<" not in fragment and "&" not in fragment:
         # Most fields are plain text: HTML whitespace rules, nothing more.
         return _WHITESPACE.sub(" ", _CONTROL.sub("", fragment)).strip()
+    if len(fragment) > _DEPTH_CHECK_FROM and (
+        len(fragment) > _MAX_RICH_CHARS or _too_deep(fragment)
+    ):
+        return _plain_text(fragment)
     # After nh3 the markup is well formed, so a regex walk over its tags is exact; html.unescape
     # below never yields control characters, so removing them once here is enough.
     clean = _CONTROL.sub("", _sanitize(fragment))
     parts: list[str] = []
-    emphasis: list[tuple[str, int]] = []
+    emphasis: list[tuple[str, int | None]] = []
+    active: set[str] = set()
     lists: list[str] = []
     pos = 0
 
@@ -927,13 +977,21 @@ def _html_to_text(fragment: str, media_name: Callable[[str], str]) -> str:
             elif tag == "p" and closing:
                 parts.append("\n")  # a paragraph ends with a blank line
         if tag in _EMPHASIS:
+            marker = _EMPHASIS[tag]
             if not closing:
-                emphasis.append((tag, len(parts)))
+                # Only the outermost tag of each kind adds markers: <b><b>x</b></b> is bold
+                # once, and a field nesting thousands of them stays linear to convert.
+                start = None if marker in active else len(parts)
+                if start is not None:
+                    active.add(marker)
+                emphasis.append((tag, start))
             elif emphasis and emphasis[-1][0] == tag:
                 _tag, start = emphasis.pop()
-                inner = "".join(parts[start:])
-                del parts[start:]
-                parts.append(_wrap_emphasis(inner, _EMPHASIS[tag]))
+                if start is not None:
+                    active.discard(marker)
+                    inner = "".join(parts[start:])
+                    del parts[start:]
+                    parts.append(_wrap_emphasis(inner, marker))
         elif tag == "br":
             parts.append("\n")
         elif tag in ("td", "th") and closing:
@@ -942,7 +1000,7 @@ def _html_to_text(fragment: str, media_name: Callable[[str], str]) -> str:
             src = _SRC.search(match.group(3))
             if src:
                 name = media_name(html.unescape(src.group(1)))
-                if "<" not in name and ">" not in name and "\n" not in name:
+                if name is not None:
                     # Markdown needs <...> around a destination with spaces or brackets.
                     dest = f"<{name}>" if _NEEDS_ANGLE.search(name) else name
                     parts.append(f"![]({dest})")

@@ -47,6 +47,7 @@ FORMAT_CHOICES = [
     ("anki", "Anki: Notes in Plain Text (.txt)"),
     ("quizlet", "Quizlet export: term, tab, definition"),
 ]
+# Anki packages (.apkg, .colpkg) are recognised by their content whatever is chosen here.
 
 
 class DeckImportForm(forms.Form):
@@ -61,15 +62,19 @@ class DeckImportForm(forms.Form):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         megabytes = settings.STUDYAPP_MAX_IMPORT_BYTES / 1024 / 1024
+        package_mb = settings.STUDYAPP_MAX_PACKAGE_BYTES / 1024 / 1024
         self.fields["file"].help_text = (
-            f"UTF-8 text, at most {megabytes:g} MB and "
-            f"{settings.STUDYAPP_MAX_IMPORT_CARDS:,} cards."
+            f"A text deck (UTF-8, at most {megabytes:g} MB and "
+            f"{settings.STUDYAPP_MAX_IMPORT_CARDS:,} cards) or an Anki package "
+            f"(.apkg or .colpkg, at most {package_mb:g} MB)."
         )
 
     def read_file(self) -> bytes:
-        """The upload's bytes; an oversized file raises DeckFormatError unread."""
+        """The upload's bytes; an oversized file raises DeckFormatError unread. (Text decks
+        have a smaller limit, checked when they are decoded.)"""
         upload = self.cleaned_data["file"]
-        check_size(upload.size, max_bytes=settings.STUDYAPP_MAX_IMPORT_BYTES)
+        limit = max(settings.STUDYAPP_MAX_IMPORT_BYTES, settings.STUDYAPP_MAX_PACKAGE_BYTES)
+        check_size(upload.size, max_bytes=limit)
         return upload.read()
 
 

@@ -20,11 +20,13 @@ class Rating(models.IntegerChoices):
 
 
 class State(models.IntegerChoices):
-    # 1–3 match fsrs.State; NEW is ours (a card this student has never rated).
+    # 1–3 match fsrs.State; NEW is ours (a card this student has never rated), and so is
+    # SUSPENDED (kept out of every queue; Anki packages bring suspended cards).
     NEW = 0, "New"
     LEARNING = 1, "Learning"
     REVIEW = 2, "Review"
     RELEARNING = 3, "Relearning"
+    SUSPENDED = 4, "Suspended"
 
 
 class DeckQuerySet(models.QuerySet):
@@ -84,6 +86,10 @@ class Card(models.Model):
     back = models.TextField(help_text="The answer, in Markdown.")
     position = models.PositiveIntegerField(default=0, help_text="Order in the deck.")
     tags = models.CharField(max_length=500, blank=True, help_text="Separated by spaces.")
+    # For cards from an Anki package: the note's guid and the card's template ordinal, so
+    # importing the package again updates the card in place.
+    anki_guid = models.CharField(max_length=64, blank=True, editable=False)
+    anki_ord = models.PositiveSmallIntegerField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -92,6 +98,12 @@ class Card(models.Model):
         indexes = [
             # The deck's cards in deck order (deck page, export, progress set-up).
             models.Index(fields=["deck", "position"], name="card_deck_position"),
+            # Finding an Anki note's cards again when its package is re-imported.
+            models.Index(
+                fields=["anki_guid", "anki_ord"],
+                name="card_anki_guid",
+                condition=~Q(anki_guid=""),
+            ),
         ]
 
     def __str__(self) -> str:

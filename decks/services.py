@@ -7,10 +7,10 @@ from datetime import datetime
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
-from decks import memory_model, scheduler
-from decks.importers import ParsedDeck, decode_upload, parse_deck
+from decks import anki_import, apkg, memory_model, scheduler
+from decks.importers import ParsedDeck, check_size, decode_upload, parse_deck
 from decks.models import Card, CardProgress, Deck, Rating, Review, State, StudySettings
-from decks.rawsql import db_datetime, for_update, py_datetime
+from decks.rawsql import REVIEW_COLUMNS, db_datetime, for_update, py_datetime, review_values
 
 PROGRESS_STATE_FIELDS = [
     "state", "step", "due", "stability", "difficulty", "reps", "lapses", "last_rating",
@@ -75,14 +75,6 @@ def ensure_progress(user, deck: Deck) -> None:
             """,
             [user.pk, State.NEW, deck.pk, user.pk],
         )
-
-
-_REVIEW_COLUMNS = [
-    "user_id", "card_id", "rating", "reviewed_at", "time_taken_ms", "retrievability",
-    "state_before", "step_before", "due_before", "stability_before", "difficulty_before",
-    "state_after", "step_after", "due_after", "stability_after", "difficulty_after",
-    "scheduled_days",
-]  # fmt: skip
 
 
 def _lock_progress(user, card_id: int) -> tuple | None:
@@ -170,11 +162,10 @@ def record_review(
         difficulty_after=after.difficulty,
         scheduled_days=outcome.scheduled_days,
     )
-    values = [getattr(review, column) for column in _REVIEW_COLUMNS]
-    values = [db_datetime(v) if isinstance(v, datetime) else v for v in values]
+    values = review_values(**{c: getattr(review, c) for c in REVIEW_COLUMNS})
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {Review._meta.db_table} ({', '.join(_REVIEW_COLUMNS)})"
+            f"INSERT INTO {Review._meta.db_table} ({', '.join(REVIEW_COLUMNS)})"
             f" VALUES ({', '.join(['%s'] * len(values))})"
             + (" RETURNING id" if connection.features.can_return_columns_from_insert else ""),
             values,
@@ -324,3 +315,34 @@ def reschedule(user, study_settings: StudySettings) -> int:
         changed, ["state", "step", "due", "stability", "difficulty"], batch_size=1000
     )
     return len(changed)
+
+
+def import_upload(
+    data: bytes,
+    *,
+    format: str | None = None,
+    title: str | None = None,
+    owner=None,
+    is_public: bool = False,
+    now: datetime,
+) -> tuple[Deck, str]:
+    """Import any file a student or teacher uploads: an Anki package (detected by its
+    content; with an owner its review history comes too) or a text deck in one of
+    importers.FORMATS. Returns the (first) deck and a summary for the user. Raises
+    DeckFormatError or apkg.PackageError and saves nothing when the file is bad."""
+    if apkg.is_anki_package(data):
+        check_size(len(data), max_bytes=settings.STUDYAPP_MAX_PACKAGE_BYTES)
+        package = apkg.read_package(data)
+        if not package.cards:
+            raise apkg.PackageError("The package has no cards.")
+        result = anki_import.import_package(
+            package, owner=owner, title=title, is_public=is_public, now=now
+        )
+        return result.decks[0], result.summary()
+    deck, parsed = import_deck_file(
+        data, format=format, title=title, owner=owner, is_public=is_public
+    )
+    skipped = "".join(
+        f" Skipped card {s.number} (line {s.line}): {s.reason}." for s in parsed.skipped
+    )
+    return deck, f"Imported {len(parsed.cards)} cards into “{deck.title}”.{skipped}"

@@ -25,6 +25,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django.views.decorators.vary import vary_on_headers
 
 from decks import exporters, memory_model, queue, scheduler, services, stats
+from decks.apkg import PackageError
 from decks.forms import DeckImportForm, SignupForm, StudySettingsForm
 from decks.importers import DeckFormatError, render_csv, render_seed_text
 from decks.models import CardProgress, Deck, Rating, Review, StudySettings
@@ -397,25 +398,22 @@ def undo(request: HttpRequest, deck_id: int) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def import_deck(request: HttpRequest) -> HttpResponse:
-    """A student uploads a deck file; it becomes their own private deck."""
+    """A student uploads a deck file; it becomes their own private deck. An Anki package
+    brings the student's review history with it."""
     form = DeckImportForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
         try:
-            deck, parsed = services.import_deck_file(
+            deck, summary = services.import_upload(
                 form.read_file(),
                 format=form.cleaned_data["format"] or None,
                 title=form.cleaned_data["title"] or None,
                 owner=request.user,
+                now=timezone.now(),
             )
-        except DeckFormatError as error:
+        except (DeckFormatError, PackageError) as error:
             form.add_error("file", f"{error} Nothing was imported.")
         else:
-            skipped = "".join(
-                f" Skipped card {s.number} (line {s.line}): {s.reason}." for s in parsed.skipped
-            )
-            messages.success(
-                request, f"Imported {len(parsed.cards)} cards into “{deck.title}”.{skipped}"
-            )
+            messages.success(request, summary)
             return redirect("deck_detail", deck_id=deck.pk)
     status = 400 if form.errors else 200
     return render(request, "decks/import.html", {"form": form}, status=status)

@@ -59,6 +59,8 @@ STUDYAPP_FSRS_FUZZ = env_bool("STUDYAPP_FSRS_FUZZ", True)
 # Deck files larger than this, or with more cards, are refused with a clear message.
 STUDYAPP_MAX_IMPORT_BYTES = int(os.environ.get("STUDYAPP_MAX_IMPORT_BYTES", 10 * 1024 * 1024))
 STUDYAPP_MAX_IMPORT_CARDS = int(os.environ.get("STUDYAPP_MAX_IMPORT_CARDS", 200_000))
+# Anki packages carry images and years of history, so they may be larger.
+STUDYAPP_MAX_PACKAGE_BYTES = int(os.environ.get("STUDYAPP_MAX_PACKAGE_BYTES", 200 * 1024 * 1024))
 
 # A student's own memory model is fitted once they have this much history.
 STUDYAPP_FIT_MIN_REVIEWS = int(os.environ.get("STUDYAPP_FIT_MIN_REVIEWS", "400"))
@@ -197,6 +199,11 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+
+# Images from imported Anki packages. On several app servers, point default storage at a
+# shared bucket instead (django-storages, e.g. S3); see the README.
+MEDIA_URL = "media/"
+MEDIA_ROOT = Path(os.environ.get("DJANGO_MEDIA_ROOT", BASE_DIR / "media"))
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]

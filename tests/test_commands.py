@@ -29,7 +29,7 @@ def test_import_seed_gives_twelve_cards_in_order_and_reports_the_empty_one(db):
     assert len(cards[11].back.split("\n\n")) == 4
     assert "“convolves”" in cards[0].back
     assert "Skipped card 13 (line 247)" in output
-    assert "Imported 12 cards" in output and "skipped 1" in output
+    assert "Imported 12 cards" in output and "is private" in output
     assert not deck.is_public and deck.owner is None
 
 

@@ -5,15 +5,18 @@ from pathlib import Path
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
 
+from decks.apkg import PackageError
 from decks.importers import FORMATS, DeckFormatError
-from decks.services import import_deck_file
+from decks.services import import_upload
 
 
 class Command(BaseCommand):
     help = (
         "Import a deck file as a new deck: the numbered Q/A text format, CSV or TSV "
-        "(front, back, tags), Anki's Notes in Plain Text, or a Quizlet export."
+        "(front, back, tags), Anki's Notes in Plain Text, a Quizlet export, or an Anki "
+        "package (.apkg/.colpkg; with --owner its review history becomes theirs)."
     )
 
     def add_arguments(self, parser) -> None:
@@ -41,17 +44,18 @@ class Command(BaseCommand):
         except OSError as error:
             raise CommandError(f"Cannot read {file}: {error.strerror}.") from None
         try:
-            deck, parsed = import_deck_file(
-                data, format=format, title=title, owner=owner_user, is_public=public
+            deck, summary = import_upload(
+                data,
+                format=format,
+                title=title,
+                owner=owner_user,
+                is_public=public,
+                now=timezone.now(),
             )
-        except DeckFormatError as error:
+        except (DeckFormatError, PackageError) as error:
             raise CommandError(f"{file}: {error} Nothing was imported.") from None
-        for skipped in parsed.skipped:
-            self.stdout.write(
-                f"Skipped card {skipped.number} (line {skipped.line}): {skipped.reason}"
-            )
         self.stdout.write(
-            f"Imported {len(parsed.cards)} cards into deck {deck.pk} “{deck.title}”"
-            f" ({'public' if deck.is_public else 'private'}), skipped {len(parsed.skipped)},"
-            f" in {time.monotonic() - started:.2f}s."
+            f"{summary} Deck {deck.pk} “{deck.title}” is "
+            f"{'public' if deck.is_public else 'private'}. "
+            f"Took {time.monotonic() - started:.2f}s."
         )
