@@ -27,6 +27,7 @@ MATRIX = {
     "logout": ("POST", {}, {ANON: 302, A: 302, B: 302, STAFF: 302}),
     "signup": ("GET", {}, {ANON: 200, A: 302, B: 302, STAFF: 302}),
     "healthz": ("GET", {}, {ANON: 200, A: 200, B: 200, STAFF: 200}),
+    "media": ("GET", {"path": "anki/missing.png"}, {ANON: "login", A: 404, B: 404, STAFF: 404}),
     "home": ("GET", {}, {ANON: "login", A: 200, B: 200, STAFF: 200}),
     "study_settings": ("GET", {}, {ANON: "login", A: 200, B: 200, STAFF: 200}),
     "stats": ("GET", {}, {ANON: "login", A: 200, B: 200, STAFF: 200}),
