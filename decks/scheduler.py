@@ -99,10 +99,15 @@ def _to_fsrs(card: CardState, now: datetime) -> fsrs.Card:
 
 
 def retrievability(card: CardState, now: datetime, scheduler: fsrs.Scheduler) -> float | None:
-    """Predicted probability of recalling the card at ``now``; None if never reviewed."""
+    """Predicted probability of recalling the card at ``now``; None if never reviewed.
+
+    fsrs.Scheduler.get_card_retrievability's formula, R = (1 + FACTOR * days / S) ** DECAY
+    over whole elapsed days, without building an fsrs.Card: replaying a long history
+    calls this once per review."""
     if card.state == State.NEW or card.last_review is None or card.stability is None:
         return None
-    return scheduler.get_card_retrievability(_to_fsrs(card, now), _utc(now))
+    days = max(0, (now - card.last_review).days)
+    return (1 + scheduler._FACTOR * days / card.stability) ** scheduler._DECAY
 
 
 def review(card: CardState, rating: int, now: datetime, scheduler: fsrs.Scheduler) -> Outcome:

@@ -109,3 +109,12 @@ def test_higher_rating_never_gives_shorter_interval(sequence, minutes):
     for before, _after, reviewed_at in _walk(sequence, minutes):
         intervals = preview(before, reviewed_at, SCHED)
         assert [intervals[r] for r in range(1, 6)] == sorted(intervals.values())
+
+
+def test_retrievability_matches_fsrs():
+    card = review(review(CardState(), 4, NOW, SCHED).after, 4, NOW + timedelta(days=1), SCHED)
+    memory = card.after
+    for days in (0, 1, 7, 40, 400):
+        at = NOW + timedelta(days=days, hours=5)
+        expected = SCHED.get_card_retrievability(scheduler._to_fsrs(memory, at), at)
+        assert scheduler.retrievability(memory, at, SCHED) == pytest.approx(expected)

@@ -520,9 +520,11 @@ class Bench:
             for name, user, path, target in pages:
                 client = Client()
                 client.force_login(user)
-                timings, queries = time_get(client, path)
-                self.pages.append((name, timings, queries, target))
-                if self.options["profile"] and _ms(timings, 0.5) > 20:
+                timings, queries, statements = time_get(client, path)
+                self.pages.append((name, timings, queries, target, statements))
+                # Not the stats page of the heavy student: under the profiler it runs for
+                # minutes, and its SQL (below the table) already says where the time goes.
+                if self.options["profile"] and 20 < _ms(timings, 0.5) < 5000:
                     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
                     self._profile(f"page-{slug}", lambda c=client, p=path: [c.get(p)])
 
@@ -685,8 +687,9 @@ class Bench:
             details += self._http_details()
         if hasattr(self, "pages"):
             rows.append(Row("D. Pages, full request path (test client)"))
-            for name, timings, queries, target in self.pages:
+            for name, timings, queries, target, _sql in self.pages:
                 rows.append(timing_row(name, timings, queries=_query_text(queries), p50_ms=target))
+            details += self._page_details()
         if hasattr(self, "exports"):
             rows.append(Row("E. Exports through the view (streamed, consumed; own process)"))
             rows += self._export_rows(slack)
@@ -826,6 +829,22 @@ class Bench:
                     "time the clock moved on to the next due card (untimed)."
                 )
         return [*out, ""] if out[-1] else out
+
+    def _page_details(self) -> list[str]:
+        out = [
+            "Pages: SQL time in the first (untimed, counted) request of each page over "
+            "20 ms, and its slowest statements (query times at 1 ms resolution):",
+            "",
+        ]
+        for name, timings, _queries, _target, statements in self.pages:
+            if _ms(timings, 0.5) <= 20:
+                continue
+            total = sum(t for t, _ in statements) * 1000
+            out.append(f"- {name}: SQL {total:.0f} ms of a {_ms(timings, 0.5):.0f} ms p50")
+            for seconds, sql in statements[:3]:
+                if seconds >= 0.002:
+                    out.append(f"    {seconds * 1000:7.0f} ms  {' '.join(sql.split())[:160]}")
+        return [*out, ""]
 
     def _http_details(self) -> list[str]:
         out = [
@@ -1165,18 +1184,26 @@ def study_path_parts(student: benchdata.Student, steps: int):
 
 
 def time_get(client: Client, path: str, *, repeats: int = 25, budget: float = 15.0):
-    """Median-ready timings of GET ``path`` (at least 3, at most ``repeats``, within about
-    ``budget`` seconds) and its query count, from one extra untimed request."""
-    _ok(client.get(path))  # compiles templates, warms caches
+    """Timings of GET ``path`` (at least 3, or 2 for a page slower than 5 s; at most
+    ``repeats``, within about ``budget`` seconds), its query count and the SQL of the
+    first, untimed request, slowest statement first."""
     with CaptureQueriesContext(connection) as captured:
-        _ok(client.get(path))
+        start = time.perf_counter()
+        _ok(client.get(path))  # also compiles templates and warms caches
+        first = time.perf_counter() - start
+    # Read the capture now: it slices the connection's query log lazily, and the next
+    # request (request_started) empties the log.
+    statements = sorted(
+        ((float(q["time"]), q["sql"]) for q in captured.captured_queries), reverse=True
+    )
     timings = []
+    least = 2 if first > 5 else 3
     deadline = time.perf_counter() + budget
-    while len(timings) < repeats and (len(timings) < 3 or time.perf_counter() < deadline):
+    while len(timings) < repeats and (len(timings) < least or time.perf_counter() < deadline):
         start = time.perf_counter()
         _ok(client.get(path))
         timings.append(time.perf_counter() - start)
-    return timings, Counter({len(captured): 1})
+    return timings, Counter({len(statements): 1}), statements
 
 
 class count_queries:
