@@ -137,44 +137,45 @@ def _replay_history(
         parameters=StudySettings.for_user(owner).fsrs_parameters,
         fuzz=False,
     )
-    card_ids = [card.pk for card in ours.values()]
-    progress = {p.card_id: p for p in CardProgress.objects.filter(user=owner, card_id__in=card_ids)}
+    decks = {card.deck_id for card in ours.values()}
+    progress = {p.card_id: p for p in CardProgress.objects.filter(user=owner, deck__in=decks)}
     seen = set(
-        Review.objects.filter(user=owner, card_id__in=card_ids).values_list(
+        Review.objects.filter(user=owner, card__deck__in=decks).values_list(
             "card_id", "reviewed_at"
         )
     )
+    card_pks = {anki_id: card.pk for anki_id, card in ours.items()}
     states: dict[int, scheduler.CardState] = {}
     counts: dict[int, list[int]] = {}  # card id -> [reps, lapses, last rating]
     rows = []
     # tqdm shows progress on a terminal (the import command) and stays silent otherwise.
     for entry in tqdm(reviews, unit=" reviews", disable=None, file=sys.stderr, mininterval=1):
-        card = ours.get(entry.anki_card_id)
+        card_pk = card_pks.get(entry.anki_card_id)
         rating = EASE_TO_RATING.get(entry.ease)
         at = datetime.fromtimestamp(entry.reviewed_at_ms / 1000, tz=UTC)
         if (
-            card is None
+            card_pk is None
             or rating is None
             or entry.kind not in ANSWER_KINDS
-            or (card.pk, at) in seen
+            or (card_pk, at) in seen
         ):
             result.skipped_reviews += 1
             continue
-        if card.pk not in states:
-            row = progress.get(card.pk)
-            states[card.pk] = (
+        if card_pk not in states:
+            row = progress.get(card_pk)
+            states[card_pk] = (
                 scheduler.CardState(row.state, row.step, row.due, row.stability,
                                     row.difficulty, row.last_reviewed_at)
                 if row and row.state not in (State.NEW, State.SUSPENDED)
                 else scheduler.CardState()
             )  # fmt: skip
-            counts[card.pk] = [row.reps if row else 0, row.lapses if row else 0, None]
-        before = states[card.pk]
+            counts[card_pk] = [row.reps if row else 0, row.lapses if row else 0, None]
+        before = states[card_pk]
         outcome = scheduler.review(before, rating, at, fsrs)
         after = outcome.after
         rows.append(
             review_values(
-                user_id=owner.pk, card_id=card.pk, rating=rating, reviewed_at=at,
+                user_id=owner.pk, card_id=card_pk, rating=rating, reviewed_at=at,
                 time_taken_ms=max(entry.duration_ms, 0) or None,
                 retrievability=outcome.retrievability, state_before=before.state,
                 step_before=before.step, due_before=before.due,
@@ -184,11 +185,11 @@ def _replay_history(
                 scheduled_days=outcome.scheduled_days,
             )
         )  # fmt: skip
-        tally = counts[card.pk]
+        tally = counts[card_pk]
         tally[0] += 1
         tally[1] += before.state == State.REVIEW and rating <= 2
         tally[2] = rating
-        states[card.pk] = after
+        states[card_pk] = after
     insert_reviews(rows)
     result.reviews = len(rows)
 

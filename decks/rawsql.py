@@ -46,10 +46,18 @@ _DATETIME_COLUMNS = {REVIEW_COLUMNS.index(c) for c in ("reviewed_at", "due_befor
 def review_values(**values) -> list:
     """One Review row's values in REVIEW_COLUMNS order, datetimes adapted for the database."""
     row = [values[column] for column in REVIEW_COLUMNS]
-    adapt = connection.ops.adapt_datetimefield_value
+    adapt = datetime_adapter()
     for i in _DATETIME_COLUMNS:
         row[i] = adapt(row[i])
     return row
+
+
+def datetime_adapter():
+    """A fast equivalent of the backend's adapt_datetimefield_value, for bulk paths: SQLite
+    stores naive UTC text (what Django writes with USE_TZ), PostgreSQL takes aware values."""
+    if connection.vendor != "sqlite":
+        return lambda value: value
+    return lambda value: None if value is None else str(value.astimezone(UTC).replace(tzinfo=None))
 
 
 def insert_reviews(rows: list[list]) -> None:
