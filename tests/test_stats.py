@@ -114,7 +114,8 @@ def test_stats_page_query_budget_does_not_grow(student_client, student, deck,
     for size in (1, 20):
         for i in range(size):
             services.record_review(student, deck.cards.first().pk, 3, NOW + timedelta(days=i))
-        with django_assert_max_num_queries(9):
+        # Includes the database cache's own queries when the history figures are computed.
+        with django_assert_max_num_queries(16):
             assert student_client.get("/stats/").status_code == 200
 
 
