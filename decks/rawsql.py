@@ -71,3 +71,15 @@ def insert_reviews(rows: list[list]) -> None:
             f" VALUES ({', '.join(['%s'] * len(REVIEW_COLUMNS))})",
             rows,
         )
+
+
+def stream_rows(queryset, chunk: int = 5000):
+    """The rows of a values_list() queryset straight from the cursor, without the ORM's
+    per-row conversions (a million-row export spends most of its time there). Datetimes
+    come back as the backend gives them: text on SQLite, datetimes on PostgreSQL. A
+    server-side cursor on PostgreSQL keeps memory flat."""
+    sql, params = queryset.query.sql_with_params()
+    with connection.chunked_cursor() as cursor:
+        cursor.execute(sql, params)
+        while rows := cursor.fetchmany(chunk):
+            yield from rows

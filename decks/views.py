@@ -29,6 +29,7 @@ from decks.apkg import PackageError
 from decks.forms import DeckImportForm, SignupForm, StudySettingsForm
 from decks.importers import DeckFormatError, render_csv, render_seed_text
 from decks.models import CardProgress, Deck, Rating, Review, StudySettings
+from decks.rawsql import stream_rows
 
 # Longer than this and the student was away; time taken is recorded as this much.
 MAX_TIME_TAKEN = timedelta(minutes=10)
@@ -488,7 +489,7 @@ def export_progress(request: HttpRequest, kind: str) -> HttpResponse:
     what = decks[0].title if deck_ids and len(deck_ids) == 1 else "all-decks"
     filename = f"studyapp-{kind}-{slugify(what)[:60] or 'deck'}-{now:%Y-%m-%d}.csv"
     response = StreamingHttpResponse(
-        exporters.progress_csv(kind, rows.iterator(chunk_size=5000), now),
+        exporters.progress_csv(kind, stream_rows(rows), now),
         content_type="text/csv; charset=utf-8",
     )
     response["Content-Disposition"] = f'attachment; filename="{filename}"'

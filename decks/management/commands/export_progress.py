@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from decks.exporters import progress_csv
 from decks.models import CardProgress, Deck, Review
+from decks.rawsql import stream_rows
 
 
 class Command(BaseCommand):
@@ -37,12 +38,15 @@ class Command(BaseCommand):
                 raise CommandError(f"No deck with id {deck}.")
             rows = rows.filter(**{"card__deck_id" if kind == "reviews" else "deck_id": deck})
         total = rows.count()
-        lines = progress_csv(kind, rows.for_export().iterator(chunk_size=5000), timezone.now())
+        # tqdm counts rows as they are read, and is silent when stderr is not a terminal.
+        counted = tqdm(
+            stream_rows(rows.for_export()), total=total, unit=" rows", disable=None,
+            file=sys.stderr,
+        )  # fmt: skip
         target = out.open("w", encoding="utf-8", newline="") if out else sys.stdout
         try:
-            # One line per row after the header; tqdm is silent when stderr is not a terminal.
-            for line in tqdm(lines, total=total + 1, unit=" rows", disable=None, file=sys.stderr):
-                target.write(line)
+            for piece in progress_csv(kind, counted, timezone.now()):
+                target.write(piece)
         finally:
             if out:
                 target.close()
