@@ -538,8 +538,14 @@ def class_students(deck: Deck, card_count: int, now: datetime, sort: str) -> lis
         )
     )
     by_user = {row["user_id"]: row for row in progress}
+    # Only students with progress in the deck can have reviewed it: asking per student
+    # lets each count use the (user, reviewed_at) index instead of scanning all reviews.
     recent = dict(
-        Review.objects.filter(card__deck=deck, reviewed_at__gte=now - timedelta(days=7))
+        Review.objects.filter(
+            user__in=list(by_user),
+            reviewed_at__gte=now - timedelta(days=7),
+            card__deck=deck,
+        )
         .values_list("user_id")
         .annotate(n=Count("id"))
         .values_list("user_id", "n")
