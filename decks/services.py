@@ -6,11 +6,20 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
 
 from decks import anki_import, apkg, memory_model, scheduler
 from decks.importers import ParsedDeck, check_size, decode_upload, parse_deck
 from decks.models import Card, CardProgress, Deck, Rating, Review, State, StudySettings
-from decks.rawsql import REVIEW_COLUMNS, db_datetime, for_update, py_datetime, review_values
+from decks.rawsql import (
+    REVIEW_COLUMNS,
+    datetime_adapter,
+    db_datetime,
+    for_update,
+    insert_rows,
+    py_datetime,
+    review_values,
+)
 
 PROGRESS_STATE_FIELDS = [
     "state", "step", "due", "stability", "difficulty", "reps", "lapses", "last_rating",
@@ -236,12 +245,14 @@ def import_deck(
     deck = Deck.objects.create(
         title=(title or parsed.title).strip()[:200], owner=owner, is_public=is_public
     )
-    Card.objects.bulk_create(
+    stamp = datetime_adapter()(timezone.now())
+    insert_rows(
+        Card,
+        ["deck_id", "front", "back", "tags", "position", "anki_guid", "created_at", "updated_at"],
         [
-            Card(deck=deck, front=card.front, back=card.back, tags=card.tags, position=position)
+            (deck.pk, card.front, card.back, card.tags, position, "", stamp, stamp)
             for position, card in enumerate(parsed.cards, start=1)
         ],
-        batch_size=1000,
     )
     return deck
 
