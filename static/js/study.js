@@ -5,19 +5,26 @@
   var autoFocused = null;
   // htmx inserts the new #study content at the swap but wires up its hx-get/hx-post
   // forms only when the swap settles (htmx.config.defaultSettleDelay, 20 ms later). A
-  // shortcut in between would click a button htmx does not handle yet, and the browser
-  // would submit its form as a full page load, so shortcuts wait for the settle.
+  // click in between would submit the form as a full page load, so a shortcut pressed
+  // then is held and run as soon as the swap settles.
   var settling = false;
+  var pending = null;
 
   document.addEventListener("htmx:afterSwap", function () {
     settling = true;
   });
   document.addEventListener("htmx:swapError", function () {
     settling = false;
+    pending = null;
   });
   document.addEventListener("htmx:afterSettle", function () {
     settling = false;
     autoFocused = document.activeElement;
+    if (pending) {
+      var key = pending;
+      pending = null;
+      handle(key, document.activeElement);
+    }
   });
   document.addEventListener("DOMContentLoaded", function () {
     autoFocused = document.activeElement;
@@ -33,26 +40,33 @@
     return Boolean(el);
   }
 
+  function handle(key, target) {
+    if (key === " " || key === "Enter") {
+      // A button the student reached with Tab gets pressed; the one we focused for them
+      // does not, so a reflex Space after flipping rates nothing.
+      if (target && target.matches && target.matches("#study button") && target !== autoFocused) {
+        target.click();
+      } else {
+        click("#show-answer");
+      }
+    } else if (key >= "1" && key <= "5") {
+      click('button[data-rating="' + key + '"]');
+    } else if (key === "u" || key === "U") {
+      click("#undo");
+    }
+  }
+
   document.addEventListener("keydown", function (event) {
     if (!document.getElementById("study")) return;
     if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
     var target = event.target;
     if (target.closest && target.closest("input, textarea, select, summary, a")) return;
-    var key = event.key;
+    if (!isShortcut(event.key)) return;
+    event.preventDefault();
     if (settling) {
-      if (isShortcut(key)) event.preventDefault();
+      pending = event.key;
       return;
     }
-    if (key === " " || key === "Enter") {
-      // A focused rating button reached by Tab keeps the browser's own Space/Enter;
-      // one we focused for the student does not, so a reflex key press rates nothing.
-      if (target.matches("button") && target !== autoFocused) return;
-      event.preventDefault();
-      click("#show-answer");
-    } else if (key >= "1" && key <= "5") {
-      if (click('button[data-rating="' + key + '"]')) event.preventDefault();
-    } else if (key === "u" || key === "U") {
-      if (click("#undo")) event.preventDefault();
-    }
+    handle(event.key, target);
   });
 })();
