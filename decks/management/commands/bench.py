@@ -267,7 +267,7 @@ class Command(BaseCommand):
         sqlite_file = self._use_bench_database()
         if sqlite_file is not None and options["fresh"]:
             _remove_sqlite(sqlite_file)
-        call_command("migrate", interactive=False, verbosity=0)
+        prepare_database()
 
         data = None if options["fresh"] else benchdata.find_bench_data()
         if data is None:
@@ -310,7 +310,7 @@ class Command(BaseCommand):
                 # Our own file: starting over is faster than deleting a million rows.
                 connections.close_all()
                 _remove_sqlite(sqlite_file)
-                call_command("migrate", interactive=False, verbosity=0)
+                prepare_database()
         else:
             benchdata.delete_bench_data()
         self.stdout.write(f"Generating the bench data ({_database_label()})…")
@@ -328,6 +328,12 @@ class Command(BaseCommand):
             f"{seconds:.1f} s"
         )
         return data
+
+
+def prepare_database() -> None:
+    """Tables for the models and for the database cache (which migrate does not make)."""
+    call_command("migrate", interactive=False, verbosity=0)
+    call_command("createcachetable", verbosity=0)
 
 
 def sqlite_path() -> Path:
@@ -527,8 +533,8 @@ class Bench:
             for name, user, path, target in pages:
                 client = Client()
                 client.force_login(user)
-                timings, queries, statements = time_get(client, path)
-                self.pages.append((name, timings, queries, target, statements))
+                timings, queries, statements, first = time_get(client, path)
+                self.pages.append((name, timings, queries, target, statements, first))
                 # Not the stats page of the heavy student: under the profiler it runs for
                 # minutes, and its SQL (below the table) already says where the time goes.
                 if self.options["profile"] and 20 < _ms(timings, 0.5) < 5000:
@@ -699,8 +705,16 @@ class Bench:
             details += self._http_details()
         if hasattr(self, "pages"):
             rows.append(Row("D. Pages, full request path (test client)"))
-            for name, timings, queries, target, _sql in self.pages:
-                rows.append(timing_row(name, timings, queries=_query_text(queries), p50_ms=target))
+            for name, timings, queries, target, _sql, first in self.pages:
+                rows.append(
+                    timing_row(
+                        name,
+                        timings,
+                        queries=_query_text(queries),
+                        p50_ms=target,
+                        figure=f"first request {first * 1000:,.0f} ms",
+                    )
+                )
             details += self._page_details()
         if hasattr(self, "exports"):
             rows.append(Row("E. Exports through the view (streamed, consumed; own process)"))
@@ -855,15 +869,20 @@ class Bench:
 
     def _page_details(self) -> list[str]:
         out = [
-            "Pages: SQL time in the first (untimed, counted) request of each page over "
-            "20 ms, and its slowest statements (query times at 1 ms resolution):",
+            "Pages: the first request of each page is untimed in p50/p95 (it compiles "
+            "templates and fills caches: the stats page caches its whole-history figures "
+            "until the next rating) and counts the queries. Its SQL time, for pages over "
+            "20 ms, and its slowest statements (1 ms resolution):",
             "",
         ]
-        for name, timings, _queries, _target, statements in self.pages:
-            if _ms(timings, 0.5) <= 20:
+        for name, timings, _queries, _target, statements, first in self.pages:
+            if max(_ms(timings, 0.5), first * 1000) <= 20:
                 continue
             total = sum(t for t, _ in statements) * 1000
-            out.append(f"- {name}: SQL {total:.0f} ms of a {_ms(timings, 0.5):.0f} ms p50")
+            out.append(
+                f"- {name}: SQL {total:.0f} ms in a {first * 1000:.0f} ms first request "
+                f"(p50 after it {_ms(timings, 0.5):.0f} ms)"
+            )
             for seconds, sql in statements[:3]:
                 if seconds >= 0.002:
                     out.append(f"    {seconds * 1000:7.0f} ms  {' '.join(sql.split())[:160]}")
@@ -1245,7 +1264,7 @@ def time_get(client: Client, path: str, *, repeats: int = 25, budget: float = 15
         start = time.perf_counter()
         _ok(client.get(path))
         timings.append(time.perf_counter() - start)
-    return timings, Counter({len(statements): 1}), statements
+    return timings, Counter({len(statements): 1}), statements, first
 
 
 class count_queries:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import time
 
 from django.conf import settings
-from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
@@ -28,6 +27,7 @@ from decks.management.commands.bench import (
     _database_label,
     _environment,
     _ppp,
+    prepare_database,
     run_load,
     write_section,
 )
@@ -49,7 +49,7 @@ class Command(BaseCommand):
         settings.DEBUG = False
         # The bench's SQLite file unless DATABASE_URL names a database (PostgreSQL).
         BenchCommand()._use_bench_database()
-        call_command("migrate", interactive=False, verbosity=0)
+        prepare_database()
         self.stdout.write(f"Load test on {_database_label()}.")
         if connection.vendor != "postgresql":
             self.stderr.write("Note: issue 7 asks for PostgreSQL; set DATABASE_URL for it.")

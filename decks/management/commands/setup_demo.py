@@ -32,7 +32,6 @@ class Command(BaseCommand):
             user.set_password(DEMO_PASSWORD)
             user.save()
         self.stdout.write(
-            f"Demo student {'created' if created else 'already exists'}: log in at "
-            f"http://127.0.0.1:8000/accounts/login/ as “{DEMO_USERNAME}”, "
-            f"password “{DEMO_PASSWORD}”."
+            f"Demo student {'created' if created else 'already exists'}: log in as "
+            f"“{DEMO_USERNAME}”, password “{DEMO_PASSWORD}”."
         )
