@@ -1024,7 +1024,7 @@ def _http_row(result: dict, slack: float) -> Row:
     if level >= 8:
         steps = HTTP_STEPS_PER_S / slack
         p99 = HTTP_P99_MS * slack
-        target = f"≥ {steps:g} steps/s, p99 ≤ {p99:g} ms, 0 errors"
+        target = f"≥ {steps:.0f} steps/s, p99 ≤ {p99:g} ms, 0 errors"
         verdict = _verdict(
             result["steps_per_s"] >= steps
             and (lat["p99_ms"] or math.inf) <= p99
