@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import zoneinfo
 
 from django import forms
@@ -15,7 +16,9 @@ class SignupForm(UserCreationForm):
     pass
 
 
+@functools.cache
 def _time_zone_choices() -> list[tuple[str, str]]:
+    # Read from the system's time zone database once, not on every settings page.
     return [(name, name.replace("_", " ")) for name in sorted(zoneinfo.available_timezones())]
 
 

@@ -573,8 +573,21 @@ def class_students(deck: Deck, card_count: int, now: datetime, sort: str) -> lis
     return sorted(rows, key=STUDENT_SORTS.get(sort, STUDENT_SORTS["behind"]))
 
 
+HARDEST_CACHE_SECONDS = 300
+
+
 def hardest_cards(deck: Deck, limit: int = 20) -> list[HardCard]:
-    """The deck's cards the class finds hardest: highest share of failed recalls (1–2)."""
+    """The deck's cards the class finds hardest: highest share of failed recalls (1–2).
+    It reads every review of the deck, so it is cached for a few minutes."""
+    key = f"stats:hardest:{deck.pk}:{limit}"
+    cards = cache.get(key)
+    if cards is None:
+        cards = _hardest_cards(deck, limit)
+        cache.set(key, cards, timeout=HARDEST_CACHE_SECONDS)
+    return cards
+
+
+def _hardest_cards(deck: Deck, limit: int) -> list[HardCard]:
     ratings = (
         Review.objects.filter(card__deck=deck)
         .values("card_id")

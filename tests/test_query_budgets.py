@@ -28,8 +28,8 @@ BUDGETS = {
     "study_page": 9,
     "flip": 7,
     "rate": 13,
-    "stats": 9,
-    "class_dashboard": 9,
+    "stats": 9,  # with its whole-history figures cached by the first request
+    "class_dashboard": 7,  # with the hardest cards cached by the first request
     "export_reviews": 3,
     "export_cards": 3,
 }

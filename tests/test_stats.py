@@ -164,7 +164,8 @@ def test_class_dashboard_query_budget(client, staff, deck, students, django_asse
     for i in range(students):
         services.record_review(make_user(f"s{i}"), card.pk, 3, NOW)
     client.force_login(staff)
-    with django_assert_max_num_queries(10):
+    # Includes the database cache's queries when the hardest cards are computed.
+    with django_assert_max_num_queries(15):
         assert client.get(f"/decks/{deck.pk}/class/").status_code == 200
 
 
