@@ -110,6 +110,14 @@ def fit(user, study_settings: StudySettings) -> FitResult:
     )
     tz = zoneinfo.ZoneInfo(study_settings.time_zone)
     items = build_items(rows.iterator(chunk_size=10_000), tz, study_settings.day_start_hour)
+    return evaluate_and_fit(items, reviews=reviews, cards=cards)
+
+
+def evaluate_and_fit(
+    items: list[tuple[datetime, fsrs_rs.FSRSItem]], *, reviews: int, cards: int
+) -> FitResult:
+    """Fit on the earlier 80 % of the items, score fit and defaults on the later 20 %, and
+    if the fit wins, refit on everything."""
     items.sort(key=lambda pair: pair[0])
     split = int(len(items) * (1 - TEST_SHARE))
     train = [item for _, item in items[:split]]

@@ -16,6 +16,7 @@ E. the reviews CSV export of 1,000,000 rows (rows/s, peak memory of the process)
    Anki's revlog written as CSV;
 F. importing 10,000- and 50,000-card CSV files;
 G. the study page's weight (gzip) on first load and per htmx swap;
+H. fitting a student's memory model on 1,000 / 10,000 / 100,000 reviews (issue 9);
 
 and prints one table with medians, p95s, query counts and the issue's targets (pass or
 miss), also written to BENCHMARKS.md (one section per database backend).
@@ -37,6 +38,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import zoneinfo
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -55,7 +57,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext, override_settings
 from django.utils import timezone
 
-from decks import benchdata, queue, scheduler, services
+from decks import benchdata, memory_model, queue, scheduler, services
 from decks.models import Card, CardProgress, Deck, Review, State
 
 BASE_DIR = Path(settings.BASE_DIR)
@@ -69,7 +71,7 @@ STEP_SECONDS = 4
 # overhead landing in the timings.
 COUNT_EVERY = 10
 BACKEND_ORDER = ("sqlite", "postgresql")
-SECTIONS = ("core", "anki", "path", "pages", "http", "export", "import", "weight")
+SECTIONS = ("core", "anki", "path", "pages", "http", "export", "import", "weight", "fit")
 HTTP_LEVELS = (1, 8, 32)
 
 # Issue 8's targets, for SQLite; PostgreSQL gets 1.5× the times (and 1/1.5 the rates).
@@ -589,6 +591,22 @@ class Bench:
             with connection.cursor() as cursor:
                 cursor.execute(f"VACUUM ANALYZE {Card._meta.db_table}")
 
+    # --- H. fitting a student's memory model (issue 9) ----------------------------------
+
+    def section_fit(self) -> None:
+        """Fit time for the heavy student's first 1k / 10k / 100k reviews (by card), the
+        whole of decks.memory_model's work after reading the rows."""
+        self.fits = []
+        rows = Review.objects.filter(user=self.data.heavy_student.user).order_by(
+            "card_id", "reviewed_at", "id"
+        )
+        for size in (1_000, 10_000, 100_000):
+            history = list(rows.values_list("card_id", "reviewed_at", "rating")[:size])
+            start = time.perf_counter()
+            items = memory_model.build_items(history, zoneinfo.ZoneInfo("UTC"), 4)
+            result = memory_model.evaluate_and_fit(items, reviews=size, cards=0)
+            self.fits.append((size, time.perf_counter() - start, result))
+
     # --- G. page weight ------------------------------------------------------------------
 
     def section_weight(self) -> None:
@@ -729,6 +747,17 @@ class Bench:
                         queries=_query_text(queries),
                         p50_ms=IMPORT_50K_S * 1000 if cards == 50_000 else None,
                         figure=f"{cards / statistics.median(timings):,.0f} cards/s",
+                    )
+                )
+        if hasattr(self, "fits"):
+            rows.append(Row("H. Fitting a student's memory model (build items, fit, score)"))
+            for size, seconds, result in self.fits:
+                rows.append(
+                    Row(
+                        f"{size:,} reviews",
+                        median=f"{seconds * 1000:.0f}",
+                        figure=f"log loss {result.log_loss:.3f} (defaults "
+                        f"{result.default_log_loss:.3f}); adopted: {result.adopted}",
                     )
                 )
         if hasattr(self, "weight"):
