@@ -9,6 +9,7 @@ as the ORM's on both SQLite and PostgreSQL.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import cache
 
 from django.db import connection
 from django.utils.dateparse import parse_datetime
@@ -16,9 +17,7 @@ from django.utils.dateparse import parse_datetime
 
 def db_datetime(value: datetime | None):
     """A datetime as the ORM would store it (naive UTC text on SQLite)."""
-    if value is None:
-        return None
-    return connection.ops.adapt_datetimefield_value(value)
+    return datetime_adapter()(value)
 
 
 def py_datetime(value) -> datetime | None:
@@ -52,12 +51,24 @@ def review_values(**values) -> list:
     return row
 
 
+def _sqlite_datetime(value: datetime | None) -> str | None:
+    return None if value is None else str(value.astimezone(UTC).replace(tzinfo=None))
+
+
+def _as_is(value: datetime | None) -> datetime | None:
+    return value
+
+
+@cache
+def _adapter(vendor: str):
+    return _sqlite_datetime if vendor == "sqlite" else _as_is
+
+
 def datetime_adapter():
-    """A fast equivalent of the backend's adapt_datetimefield_value, for bulk paths: SQLite
-    stores naive UTC text (what Django writes with USE_TZ), PostgreSQL takes aware values."""
-    if connection.vendor != "sqlite":
-        return lambda value: value
-    return lambda value: None if value is None else str(value.astimezone(UTC).replace(tzinfo=None))
+    """A fast equivalent of the backend's adapt_datetimefield_value (called for every
+    datetime the hot path and the bulk inserts send): SQLite stores naive UTC text, what
+    Django writes with USE_TZ; PostgreSQL takes aware values as they are."""
+    return _adapter(connection.vendor)
 
 
 def insert_rows(model, columns: list[str], rows: list) -> None:
