@@ -359,3 +359,43 @@ def export_revlog(col: Collection, session: AnkiSession) -> None:
 def ratings_for(steps: int, seed: int) -> list[int]:
     rng = random.Random(seed)
     return rng.choices((1, 2, 3, 4, 5), weights=(4, 6, 15, 55, 20), k=steps)
+
+
+# --- the collection as a package, for timing our .apkg import (issue 10) ---------------------
+
+
+def export_package(cached: Path, out: Path, notes: int | None = None) -> dict:
+    """Export the cached collection (or only its first ``notes`` notes, in deck order, with
+    their cards' history) as a current-format .apkg with scheduling, the file a student
+    brings from Anki's desktop. Written atomically; returns what it holds."""
+    work = out.with_name(f"{out.stem}-work.anki2")
+    partial = out.with_name(f"{out.stem}-partial{out.suffix}")
+    _remove(work)
+    shutil.copyfile(cached, work)
+    col = Collection(str(work))
+    try:
+        if notes is not None:
+            # Notes are numbered in the order they were added, which is deck order.
+            extra = col.db.list("select id from notes order by id limit -1 offset ?", notes)
+            col.remove_notes(extra)
+        held = {
+            "notes": col.db.scalar("select count() from notes"),
+            # Removing notes leaves their revlog rows behind; the export skips them.
+            "revlog": col.db.scalar(
+                "select count() from revlog where cid in (select id from cards)"
+            ),
+        }
+        from anki.collection import ExportAnkiPackageOptions
+
+        col.export_anki_package(
+            out_path=str(partial),
+            options=ExportAnkiPackageOptions(
+                with_scheduling=True, with_deck_configs=True, with_media=False, legacy=False
+            ),
+            limit=None,
+        )
+    finally:
+        col.close()
+        _remove(work)
+    os.replace(partial, out)
+    return held

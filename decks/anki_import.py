@@ -17,21 +17,32 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import fsrs
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import transaction
+from django.db import connection, transaction
+from django.utils import timezone
 from tqdm import tqdm
 
 from decks import scheduler
 from decks.apkg import ApkgPackage, ApkgReview
-from decks.models import Card, CardProgress, Deck, Review, State, StudySettings
-from decks.rawsql import insert_reviews, review_values
+from decks.models import (
+    PROGRESS_STATE_FIELDS,
+    Card,
+    CardProgress,
+    Deck,
+    Review,
+    State,
+    StudySettings,
+)
+from decks.rawsql import datetime_adapter, insert_reviews, insert_rows
 
 # Anki's four answer buttons on our 1–5 scale: Again, Hard, Good, Easy.
 EASE_TO_RATING = {1: 1, 2: 3, 3: 4, 4: 5}
 # revlog.type: 0 learning, 1 review, 2 relearning are answers; 3 filtered (cramming),
 # 4 manual ("set due date", forget) and 5 rescheduled are not reviews of the student.
 ANSWER_KINDS = {0, 1, 2}
+BATCH = 50_000  # review rows per insert: bounded memory for a million-review history
 IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
 
 
@@ -118,8 +129,7 @@ def import_package(
             ours[anki.anki_card_id] = card
             if anki.suspended:
                 suspended.add(anki.anki_card_id)
-        Card.objects.bulk_create(new_cards, batch_size=2000)
-        Card.objects.bulk_update(changed, ["front", "back", "tags"], batch_size=2000)
+        _save_cards(deck, new_cards, changed)
         result.created += len(new_cards)
         result.updated += len(changed)
     if owner is not None:
@@ -127,16 +137,48 @@ def import_package(
     return result
 
 
+def _save_cards(deck: Deck, new_cards: list[Card], changed: list[Card]) -> None:
+    """Insert and update the deck's cards with one executemany each (a 100,000-note
+    package would spend seconds in bulk_create's per-instance work), then give the new
+    cards their ids."""
+    stamp = datetime_adapter()(timezone.now())
+    insert_rows(
+        Card,
+        ["deck_id", "front", "back", "tags", "position", "anki_guid", "anki_ord",
+         "created_at", "updated_at"],
+        [(deck.pk, c.front, c.back, c.tags, c.position, c.anki_guid, c.anki_ord, stamp, stamp)
+         for c in new_cards],
+    )  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"UPDATE {Card._meta.db_table} SET front = %s, back = %s, tags = %s,"
+            " updated_at = %s WHERE id = %s",
+            [(c.front, c.back, c.tags, stamp, c.pk) for c in changed],
+        )
+    if new_cards:
+        added = deck.cards.filter(position__gte=new_cards[0].position)
+        ids = {
+            (guid, number): pk
+            for pk, guid, number in added.values_list("pk", "anki_guid", "anki_ord")
+        }
+        for card in new_cards:
+            card.pk = ids[card.anki_guid, card.anki_ord]
+
+
 def _replay_history(
     reviews: list[ApkgReview], ours: dict[int, Card], suspended: set[int], owner,
     result: AnkiImport,
 ) -> None:  # fmt: skip
-    """Turn the package's review log into the owner's Review rows and progress."""
-    fsrs = scheduler.get_scheduler(
-        StudySettings.for_user(owner).desired_retention,
-        parameters=StudySettings.for_user(owner).fsrs_parameters,
-        fuzz=False,
+    """Turn the package's review log into the owner's Review rows and progress.
+
+    A package may hold a million reviews: each is replayed on fsrs's own card type
+    (scheduler.review_fsrs) and written in batches of plain rows, without model instances.
+    """
+    study_settings = StudySettings.for_user(owner)
+    model = scheduler.get_scheduler(
+        study_settings.desired_retention, parameters=study_settings.fsrs_parameters, fuzz=False
     )
+    adapt = datetime_adapter()
     decks = {card.deck_id for card in ours.values()}
     progress = {p.card_id: p for p in CardProgress.objects.filter(user=owner, deck__in=decks)}
     seen = set(
@@ -145,7 +187,7 @@ def _replay_history(
         )
     )
     card_pks = {anki_id: card.pk for anki_id, card in ours.items()}
-    states: dict[int, scheduler.CardState] = {}
+    states: dict[int, fsrs.Card | None] = {}  # None: still new
     counts: dict[int, list[int]] = {}  # card id -> [reps, lapses, last rating]
     rows = []
     # tqdm shows progress on a terminal (the import command) and stays silent otherwise.
@@ -161,61 +203,83 @@ def _replay_history(
         ):
             result.skipped_reviews += 1
             continue
-        if card_pk not in states:
+        if card_pk in states:
+            before = states[card_pk]
+        else:
             row = progress.get(card_pk)
-            states[card_pk] = (
-                scheduler.CardState(row.state, row.step, row.due, row.stability,
-                                    row.difficulty, row.last_reviewed_at)
-                if row and row.state not in (State.NEW, State.SUSPENDED)
-                else scheduler.CardState()
-            )  # fmt: skip
-            counts[card_pk] = [row.reps if row else 0, row.lapses if row else 0, None]
-        before = states[card_pk]
-        outcome = scheduler.review(before, rating, at, fsrs)
-        after = outcome.after
-        rows.append(
-            review_values(
-                user_id=owner.pk, card_id=card_pk, rating=rating, reviewed_at=at,
-                time_taken_ms=max(entry.duration_ms, 0) or None,
-                retrievability=outcome.retrievability, state_before=before.state,
-                step_before=before.step, due_before=before.due,
-                stability_before=before.stability, difficulty_before=before.difficulty,
-                state_after=after.state, step_after=after.step, due_after=after.due,
-                stability_after=after.stability, difficulty_after=after.difficulty,
-                scheduled_days=outcome.scheduled_days,
+            before = states[card_pk] = (
+                scheduler.to_fsrs(_stored_state(row), at)
+                if row and row.state != State.SUSPENDED
+                else None
             )
-        )  # fmt: skip
+            counts[card_pk] = [row.reps if row else 0, row.lapses if row else 0, None]
+        after = scheduler.review_fsrs(before, rating, at, model)
+        if before is None:
+            state_before, step_before, due_before, stability_before, difficulty_before = (
+                State.NEW, None, None, None, None
+            )  # fmt: skip
+            recalled = None
+        else:
+            state_before, step_before = int(before.state), before.step
+            due_before = adapt(before.due)
+            stability_before, difficulty_before = before.stability, before.difficulty
+            recalled = scheduler.recall(before.last_review, before.stability, at, model)
+        rows.append((
+            owner.pk, card_pk, rating, adapt(at), max(entry.duration_ms, 0) or None, recalled,
+            state_before, step_before, due_before, stability_before, difficulty_before,
+            int(after.state), after.step, adapt(after.due), after.stability, after.difficulty,
+            (after.due - at).total_seconds() / 86400,
+        ))  # fmt: skip
+        if len(rows) == BATCH:
+            insert_reviews(rows)
+            result.reviews += len(rows)
+            rows.clear()
         tally = counts[card_pk]
         tally[0] += 1
-        tally[1] += before.state == State.REVIEW and rating <= 2
+        tally[1] += state_before == State.REVIEW and rating <= 2
         tally[2] = rating
         states[card_pk] = after
     insert_reviews(rows)
-    result.reviews = len(rows)
+    result.reviews += len(rows)
+    _save_progress(ours, progress, states, counts, suspended, owner, adapt)
 
+
+def _stored_state(row: CardProgress) -> scheduler.CardState:
+    return scheduler.CardState(
+        row.state, row.step, row.due, row.stability, row.difficulty, row.last_reviewed_at
+    )
+
+
+def _save_progress(ours, progress, states, counts, suspended, owner, adapt) -> None:
+    """Each imported card's progress: the end of its replay, suspended as in Anki."""
     fresh, changed = [], []
     for anki_id, card in ours.items():
         row = progress.get(card.pk)
         if row is None:
-            row = CardProgress(user=owner, card_id=card.pk, deck_id=card.deck_id,
-                               position=card.position)  # fmt: skip
-            fresh.append(row)
+            values = [State.NEW, None, None, None, None, 0, 0, None, None]
         else:
-            changed.append(row)
-        state = states.get(card.pk)
-        if state is not None:
-            row.state, row.step, row.due = state.state, state.step, state.due
-            row.stability, row.difficulty = state.stability, state.difficulty
-            row.reps, row.lapses, row.last_rating = counts[card.pk]
-            row.last_reviewed_at = state.last_review
+            values = [getattr(row, name) for name in PROGRESS_STATE_FIELDS]
+            values[2], values[8] = adapt(values[2]), adapt(values[8])  # due, last reviewed
+        if card.pk in states:
+            after = states[card.pk]
+            values[:5] = [int(after.state), after.step, adapt(after.due), after.stability,
+                          after.difficulty]  # fmt: skip
+            values[5:8] = counts[card.pk]
+            values[8] = adapt(after.last_review)
         if anki_id in suspended:
-            row.state = State.SUSPENDED
-        elif row.state == State.SUSPENDED and state is None:
-            row.state = State.NEW  # unsuspended in Anki since the last import
-    CardProgress.objects.bulk_create(fresh, batch_size=5000)
-    CardProgress.objects.bulk_update(
-        changed,
-        ["state", "step", "due", "stability", "difficulty", "reps", "lapses", "last_rating",
-         "last_reviewed_at"],
-        batch_size=2000,
-    )  # fmt: skip
+            values[0] = State.SUSPENDED
+        elif values[0] == State.SUSPENDED and card.pk not in states:
+            values[0] = State.NEW  # unsuspended in Anki since the last import
+        if row is None:
+            fresh.append([owner.pk, card.pk, card.deck_id, card.position, *values])
+        else:
+            changed.append([*values, row.pk])
+    insert_rows(CardProgress, ["user_id", "card_id", "deck_id", "position", *PROGRESS_STATE_FIELDS],
+                fresh)  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"UPDATE {CardProgress._meta.db_table} SET "
+            + ", ".join(f"{name} = %s" for name in PROGRESS_STATE_FIELDS)
+            + " WHERE id = %s",
+            changed,
+        )

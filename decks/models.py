@@ -120,6 +120,13 @@ class CardProgressQuerySet(models.QuerySet):
         )  # fmt: skip
 
 
+# A progress row's scheduling state: what a rating changes and an undo puts back.
+PROGRESS_STATE_FIELDS = [
+    "state", "step", "due", "stability", "difficulty", "reps", "lapses", "last_rating",
+    "last_reviewed_at",
+]  # fmt: skip
+
+
 class CardProgress(models.Model):
     """One student's scheduling state for one card; written only by decks.services."""
 

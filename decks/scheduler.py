@@ -104,10 +104,20 @@ def retrievability(card: CardState, now: datetime, scheduler: fsrs.Scheduler) ->
     fsrs.Scheduler.get_card_retrievability's formula, R = (1 + FACTOR * days / S) ** DECAY
     over whole elapsed days, without building an fsrs.Card: replaying a long history
     calls this once per review."""
-    if card.state == State.NEW or card.last_review is None or card.stability is None:
+    if card.state == State.NEW:
         return None
-    days = max(0, (now - card.last_review).days)
-    return (1 + scheduler._FACTOR * days / card.stability) ** scheduler._DECAY
+    return recall(card.last_review, card.stability, now, scheduler)
+
+
+def recall(
+    last_review: datetime | None, stability: float | None, now: datetime,
+    scheduler: fsrs.Scheduler,
+) -> float | None:  # fmt: skip
+    """retrievability() from the two values it depends on."""
+    if last_review is None or stability is None:
+        return None
+    days = max(0, (now - last_review).days)
+    return (1 + scheduler._FACTOR * days / stability) ** scheduler._DECAY
 
 
 def review(card: CardState, rating: int, now: datetime, scheduler: fsrs.Scheduler) -> Outcome:
@@ -127,6 +137,22 @@ def review(card: CardState, rating: int, now: datetime, scheduler: fsrs.Schedule
         retrievability=retrievability(card, now, scheduler),
         scheduled_days=(new.due - now).total_seconds() / 86400,
     )
+
+
+def review_fsrs(
+    card: fsrs.Card | None, rating: int, now: datetime, scheduler: fsrs.Scheduler
+) -> fsrs.Card:
+    """review() on fsrs's own card type, for replaying long histories (an imported Anki
+    log): each review's card goes straight into the next, with no conversions. None is a
+    new card; ``now`` must be UTC; the rating is one of 1–5, already validated."""
+    if card is None:
+        card = fsrs.Card(card_id=0, state=fsrs.State.Learning, step=0, due=now)
+    return scheduler.review_card(card, RATING_TO_FSRS[rating], now)[0]
+
+
+def to_fsrs(card: CardState, now: datetime) -> fsrs.Card | None:
+    """A stored state as review_fsrs takes it (None for a new card)."""
+    return None if card.state == State.NEW else _to_fsrs(card, now)
 
 
 def preview(card: CardState, now: datetime, scheduler: fsrs.Scheduler) -> dict[int, timedelta]:

@@ -10,7 +10,16 @@ from django.utils import timezone
 
 from decks import anki_import, apkg, memory_model, scheduler
 from decks.importers import ParsedDeck, check_size, decode_upload, parse_deck
-from decks.models import Card, CardProgress, Deck, Rating, Review, State, StudySettings
+from decks.models import (
+    PROGRESS_STATE_FIELDS,
+    Card,
+    CardProgress,
+    Deck,
+    Rating,
+    Review,
+    State,
+    StudySettings,
+)
 from decks.rawsql import (
     REVIEW_COLUMNS,
     datetime_adapter,
@@ -20,11 +29,6 @@ from decks.rawsql import (
     py_datetime,
     review_values,
 )
-
-PROGRESS_STATE_FIELDS = [
-    "state", "step", "due", "stability", "difficulty", "reps", "lapses", "last_rating",
-    "last_reviewed_at",
-]  # fmt: skip
 
 
 class StaleRating(Exception):

@@ -118,3 +118,18 @@ def test_retrievability_matches_fsrs():
         at = NOW + timedelta(days=days, hours=5)
         expected = SCHED.get_card_retrievability(scheduler._to_fsrs(memory, at), at)
         assert scheduler.retrievability(memory, at, SCHED) == pytest.approx(expected)
+
+
+@settings(max_examples=100, deadline=None)
+@given(ratings, gaps)
+def test_replaying_on_fsrs_cards_matches_review(sequence, minutes):
+    """The Anki import's fast path (review_fsrs, recall) gives what review() gives live."""
+    fast = None
+    steps = _walk(sequence, minutes)
+    for rating, (before, after, reviewed_at) in zip(sequence, steps, strict=True):
+        recalled = fast and scheduler.recall(fast.last_review, fast.stability, reviewed_at, SCHED)
+        assert recalled == scheduler.retrievability(before, reviewed_at, SCHED)
+        fast = scheduler.review_fsrs(fast, rating, reviewed_at, SCHED)
+        assert (int(fast.state), fast.step, fast.due, fast.stability, fast.difficulty) == (
+            after.state, after.step, after.due, after.stability, after.difficulty,
+        )  # fmt: skip

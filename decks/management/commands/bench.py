@@ -25,6 +25,7 @@ miss), also written to BENCHMARKS.md (one section per database backend).
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import math
 import os
@@ -48,6 +49,7 @@ from pathlib import Path
 
 import django
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.staticfiles import finders
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
@@ -71,7 +73,9 @@ STEP_SECONDS = 4
 # overhead landing in the timings.
 COUNT_EVERY = 10
 BACKEND_ORDER = ("sqlite", "postgresql")
-SECTIONS = ("core", "anki", "path", "pages", "http", "export", "import", "weight", "fit")
+SECTIONS = (
+    "core", "anki", "path", "pages", "http", "export", "import", "apkg", "weight", "fit",
+)  # fmt: skip
 HTTP_LEVELS = (1, 8, 32)
 
 # Issue 8's targets, for SQLite; PostgreSQL gets 1.5× the times (and 1/1.5 the rates).
@@ -82,6 +86,9 @@ HTTP_STEPS_PER_S, HTTP_P99_MS = 400, 100.0
 HOME_MS, DASHBOARD_MS = 25.0, 300.0
 EXPORT_ROWS_PER_S, EXPORT_PEAK_MB = 250_000, 150.0
 IMPORT_50K_S = 3.0
+# Issue 10: an Anki package with its history, small (1,200 notes) and large (100,000).
+APKG_SMALL_S, APKG_LARGE_S = 3.0, 120.0
+APKG_SMALL_NOTES = 1_200
 FIRST_LOAD_KB, SWAP_KB = 40.0, 3.0
 PG_SLACK = 1.5
 
@@ -412,24 +419,13 @@ class Bench:
             self.plans = _explain(data)
 
     def section_anki(self) -> None:
-        if str(BASE_DIR) not in sys.path:
-            sys.path.insert(0, str(BASE_DIR))
-        try:
-            from bench import anki_side
-        except ImportError as error:
-            self.anki = {"error": f"{error}; `make bench` installs the bench extra"}
+        anki_side = _anki_side()
+        if isinstance(anki_side, str):
+            self.anki = {"error": anki_side}
             return
         steps, warmup = self.options["steps"], self.options["warmup"]
-        cached = BENCH_DIR / f"anki-v{benchdata.GENERATOR_VERSION}.anki2"
-        meta = None if self.options["fresh"] else anki_side.cached_meta(cached)
-        if not meta or (meta["version"], meta["cards"], meta["revlog"]) != (
-            benchdata.GENERATOR_VERSION,
-            benchdata.CARDS,
-            benchdata.REVIEWS,
-        ):
-            self.log("Building the Anki collection (cached in bench-data/)…")
-            meta = anki_side.build(cached, self._anki_source(), log=self.log)
-            self.log(f"built in {meta['build_seconds']:.0f} s")
+        cached = self._anki_collection()
+        meta = anki_side.cached_meta(cached)
         work = BENCH_DIR / "anki-run.anki2"
         col = anki_side.open_work_copy(cached, work)
         try:
@@ -447,6 +443,25 @@ class Bench:
             col.close()
             anki_side._remove(work)
         self.anki = {"session": session, "version": anki_side.anki_version(), "meta": meta}
+
+    def _anki_collection(self) -> Path:
+        """The cached Anki copy of the heavy student's deck and history, built if missing
+        or stale (once per run with --fresh)."""
+        from bench import anki_side
+
+        cached = BENCH_DIR / f"anki-v{benchdata.GENERATOR_VERSION}.anki2"
+        fresh = self.options["fresh"] and not getattr(self, "anki_rebuilt", False)
+        meta = None if fresh else anki_side.cached_meta(cached)
+        if not meta or (meta["version"], meta["cards"], meta["revlog"]) != (
+            benchdata.GENERATOR_VERSION,
+            benchdata.CARDS,
+            benchdata.REVIEWS,
+        ):
+            self.log("Building the Anki collection (cached in bench-data/)…")
+            meta = anki_side.build(cached, self._anki_source(), log=self.log)
+            self.log(f"built in {meta['build_seconds']:.0f} s")
+            self.anki_rebuilt = True
+        return cached
 
     def _anki_source(self):
         from bench import anki_side
@@ -590,6 +605,52 @@ class Bench:
             # next run's card queries.
             with connection.cursor() as cursor:
                 cursor.execute(f"VACUUM ANALYZE {Card._meta.db_table}")
+
+    # --- I. importing an Anki package with its history (issue 10) -----------------------
+
+    def section_apkg(self) -> None:
+        """`manage.py import_deck FILE.apkg --owner …`, timed whole (reading, replaying,
+        writing, committed), for packages Anki itself exported from the bench collection:
+        its first 1,200 notes with their history, and all of it. Each import goes to a
+        fresh bench user, deleted afterwards."""
+        self.apkg = []
+        packages = self._anki_packages()
+        if isinstance(packages, str):
+            self.apkg_error = packages
+            return
+        for path, held, repeats in packages:
+            timings = []
+            for _ in range(repeats):
+                name = f"{benchdata.PREFIX}apkg-{secrets.token_hex(4)}"
+                get_user_model().objects.create_user(name)
+                out = io.StringIO()
+                try:
+                    start = time.perf_counter()
+                    call_command("import_deck", str(path), owner=name, stdout=out)
+                    timings.append(time.perf_counter() - start)
+                finally:
+                    benchdata.delete_bench_data([name])
+                replayed = re.search(r"([\d,]+) reviews replayed", out.getvalue())
+                if not replayed or int(replayed[1].replace(",", "")) != held["revlog"]:
+                    raise CommandError(f"Unexpected import: {out.getvalue().strip()}")
+            self.apkg.append((path.name, held, timings))
+
+    def _anki_packages(self) -> list[tuple[Path, dict, int]] | str:
+        """The two packages (cached in bench-data/ beside the collection they come from),
+        with what they hold and how often to import each; or why there are none."""
+        anki_side = _anki_side()
+        if isinstance(anki_side, str):
+            return anki_side
+        collection = self._anki_collection()
+        packages = []
+        for notes, repeats in ((APKG_SMALL_NOTES, 5), (None, 1)):
+            path = BENCH_DIR / f"anki-v{benchdata.GENERATOR_VERSION}-{notes or 'all'}.apkg"
+            meta = path.with_suffix(".json")
+            if self.options["fresh"] or not (path.exists() and meta.exists()):
+                self.log(f"Exporting {path.name} with Anki…")
+                meta.write_text(json.dumps(anki_side.export_package(collection, path, notes)))
+            packages.append((path, json.loads(meta.read_text()), repeats))
+        return packages
 
     # --- H. fitting a student's memory model (issue 9) ----------------------------------
 
@@ -747,6 +808,21 @@ class Bench:
                         queries=_query_text(queries),
                         p50_ms=IMPORT_50K_S * 1000 if cards == 50_000 else None,
                         figure=f"{cards / statistics.median(timings):,.0f} cards/s",
+                    )
+                )
+        if hasattr(self, "apkg"):
+            rows.append(Row("I. Anki package with history, manage.py import_deck --owner"))
+            if getattr(self, "apkg_error", None):
+                rows.append(Row(f"not run: {self.apkg_error}"))
+            for name, held, timings in self.apkg:
+                target = APKG_SMALL_S if held["notes"] <= APKG_SMALL_NOTES else APKG_LARGE_S
+                rows.append(
+                    timing_row(
+                        f"{held['notes']:,} notes, {held['revlog']:,} reviews ({name})",
+                        timings,
+                        p50_ms=target * 1000,
+                        figure=f"{statistics.median(timings):.1f} s, "
+                        f"{held['revlog'] / statistics.median(timings):,.0f} reviews/s",
                     )
                 )
         if hasattr(self, "fits"):
@@ -1326,6 +1402,17 @@ def _csv_deck(cards: int) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+def _anki_side():
+    """bench/anki_side.py, or why it cannot be imported (the anki package is missing)."""
+    if str(BASE_DIR) not in sys.path:
+        sys.path.insert(0, str(BASE_DIR))
+    try:
+        from bench import anki_side
+    except ImportError as error:
+        return f"{error}; `make bench` installs the bench extra"
+    return anki_side
+
+
 def _delete_deck(deck: Deck) -> None:
     with transaction.atomic(), connection.cursor() as cursor:
         # Raw: the ORM's cascade would fetch 50,000 card ids first.
@@ -1619,6 +1706,8 @@ Targets (issue 8; this 2-core machine, SQLite; PostgreSQL within {PG_SLACK:g}× 
 - home page with 50 decks ≤ {HOME_MS:g} ms; class dashboard (100 students) ≤ {DASHBOARD_MS:g} ms;
 - reviews CSV ≥ {EXPORT_ROWS_PER_S:,} rows/s with peak RSS ≤ {EXPORT_PEAK_MB:g} MB for 1M rows;
 - import of 50,000 cards ≤ {IMPORT_50K_S:g} s;
+- Anki package with its history (issue 10): {APKG_SMALL_NOTES:,} notes ≤ {APKG_SMALL_S:g} s,
+  100,000 notes / 1M reviews ≤ {APKG_LARGE_S:g} s;
 - study page ≤ {FIRST_LOAD_KB:g} KB gzip on first load, ≤ {SWAP_KB:g} KB per htmx swap.
 """
 
