@@ -18,8 +18,9 @@ from functools import lru_cache
 from django.db import connection
 from django.db.models import Min
 
+from decks import rawsql
 from decks.models import Card, CardProgress, Deck, Review, State, StudySettings
-from decks.rawsql import db_datetime, py_datetime
+from decks.rawsql import db_datetime
 from decks.scheduler import LEARN_AHEAD
 
 LEARNING_STATES = (State.LEARNING, State.RELEARNING)
@@ -58,16 +59,33 @@ def done_today(user, study_settings: StudySettings, now: datetime) -> DoneToday:
     return DoneToday(new=found.get(State.NEW, 0), reviews=found.get(State.REVIEW, 0))
 
 
+def study_deck(user, deck_id: int) -> tuple[Deck, StudySettings] | None:
+    """The deck, if the user may study it, with the user's settings (defaults, unsaved,
+    if they never changed them): what every study request starts with, in one statement
+    instead of the ORM's two (see rawsql)."""
+    deck, study_settings = Deck._meta.db_table, StudySettings._meta.db_table
+    sql = (
+        f"SELECT {rawsql.columns(Deck, 'd')}, {rawsql.columns(StudySettings, 's')}"
+        f" FROM {deck} d LEFT JOIN {study_settings} s ON s.user_id = %s WHERE d.id = %s"
+    )
+    params = [user.pk, deck_id]
+    if not user.is_staff:  # the rule of Deck.objects.visible_to
+        sql += " AND (d.is_public OR d.owner_id = %s)"
+        params.append(user.pk)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    split = len(Deck._meta.concrete_fields)
+    found = rawsql.instance(Deck, row[:split])
+    if row[split] is None:
+        return found, StudySettings(user=user)
+    return found, rawsql.instance(StudySettings, row[split:])
+
+
 def _mine(user, deck: Deck):
     return CardProgress.objects.filter(user=user, deck=deck)
-
-
-_PROGRESS_FIELDS = [f.attname for f in CardProgress._meta.concrete_fields]
-_CARD_FIELDS = [f.attname for f in Card._meta.concrete_fields]
-_DATETIMES = {
-    f.attname for model in (CardProgress, Card) for f in model._meta.concrete_fields
-    if f.get_internal_type() == "DateTimeField"
-}  # fmt: skip
 
 
 @lru_cache(maxsize=4)
@@ -94,7 +112,7 @@ def _next_card_sql(reviews_allowed: bool, new_allowed: bool) -> str:
     branches.append(
         f"SELECT 4, id FROM ({mine} AND {learning} AND due <= %s ORDER BY due, id LIMIT 1) AS ahead"
     )
-    columns = ", ".join([f"p.{c}" for c in _PROGRESS_FIELDS] + [f"c.{c}" for c in _CARD_FIELDS])
+    columns = f"{rawsql.columns(CardProgress, 'p')}, {rawsql.columns(Card, 'c')}"
     return (
         f"SELECT {columns} FROM ({' UNION ALL '.join(branches)}) AS queue"
         f" JOIN {progress} p ON p.id = queue.id JOIN {card} c ON c.id = p.card_id"
@@ -120,17 +138,29 @@ def next_card(
         row = cursor.fetchone()
     if row is None:
         return None
-    split = len(_PROGRESS_FIELDS)
-    progress = CardProgress(**_values(_PROGRESS_FIELDS, row[:split]))
-    progress.card = Card(**_values(_CARD_FIELDS, row[split:]))
+    return _progress_with_card(row)
+
+
+def shown_card(user, deck: Deck, card_id: int) -> CardProgress | None:
+    """The user's progress row (with its card) for a card of the deck, as next_card
+    gives it: the card a flip or an undo shows again."""
+    progress, card = CardProgress._meta.db_table, Card._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {rawsql.columns(CardProgress, 'p')}, {rawsql.columns(Card, 'c')}"
+            f" FROM {progress} p JOIN {card} c ON c.id = p.card_id"
+            " WHERE p.user_id = %s AND p.deck_id = %s AND p.card_id = %s",
+            [user.pk, deck.pk, card_id],
+        )
+        row = cursor.fetchone()
+    return None if row is None else _progress_with_card(row)
+
+
+def _progress_with_card(row: tuple) -> CardProgress:
+    split = len(CardProgress._meta.concrete_fields)
+    progress = rawsql.instance(CardProgress, row[:split])
+    progress.card = rawsql.instance(Card, row[split:])
     return progress
-
-
-def _values(names: list[str], row: tuple) -> dict:
-    return {
-        name: py_datetime(value) if name in _DATETIMES else value
-        for name, value in zip(names, row, strict=True)
-    }
 
 
 def counts(

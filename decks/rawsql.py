@@ -8,6 +8,7 @@ as the ORM's on both SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import cache
 
@@ -69,6 +70,36 @@ def datetime_adapter():
     datetime the hot path and the bulk inserts send): SQLite stores naive UTC text, what
     Django writes with USE_TZ; PostgreSQL takes aware values as they are."""
     return _adapter(connection.vendor)
+
+
+@cache
+def _converters(model, vendor: str) -> list[tuple]:
+    """Per concrete field of ``model``: the column and the converters the ORM applies to
+    its database value on this backend (as SQLCompiler.get_converters finds them)."""
+    columns = []
+    for field in model._meta.concrete_fields:
+        column = field.get_col(model._meta.db_table)
+        found = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+        columns.append((column, found))
+    return columns
+
+
+def instance(model, values: Sequence):
+    """A model instance from a raw row holding all of the model's concrete columns in
+    field order, converted as the ORM converts them (datetimes, JSON, booleans)."""
+    row = []
+    for (column, converters), value in zip(
+        _converters(model, connection.vendor), values, strict=True
+    ):
+        for convert in converters:
+            value = convert(value, column, connection)
+        row.append(value)
+    return model.from_db(connection.alias, None, row)
+
+
+def columns(model, alias: str) -> str:
+    """``alias.column, …`` for all of the model's concrete fields, in field order."""
+    return ", ".join(f"{alias}.{field.column}" for field in model._meta.concrete_fields)
 
 
 def insert_rows(model, columns: list[str], rows: list) -> None:

@@ -31,6 +31,10 @@ from decks.rawsql import (
 )
 
 
+class CardNotInDeck(LookupError):
+    """The rated card is not in the deck the rating was sent for."""
+
+
 class StaleRating(Exception):
     """The rating was for a card state that has already changed (a resent or late form)."""
 
@@ -91,22 +95,24 @@ def ensure_progress(user, deck: Deck) -> None:
 
 
 def _lock_progress(user, card_id: int) -> tuple | None:
-    """Lock the (user, card) progress row and read its scheduling state, or None."""
+    """Lock the (user, card) progress row and read its deck and scheduling state, or None."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT id, state, step, due, stability, difficulty, reps, lapses, last_reviewed_at"
-            f" FROM {CardProgress._meta.db_table} WHERE user_id = %s AND card_id = %s"
-            + for_update(),
+            "SELECT deck_id, id, state, step, due, stability, difficulty, reps, lapses,"
+            f" last_reviewed_at FROM {CardProgress._meta.db_table}"
+            " WHERE user_id = %s AND card_id = %s" + for_update(),
             [user.pk, card_id],
         )
         return cursor.fetchone()
 
 
-def _locked_progress_row(user, card_id: int) -> tuple:
+def _locked_progress_row(user, card_id: int, deck_id: int | None) -> tuple:
     row = _lock_progress(user, card_id)
     if row is None:
         # The card joined the deck after the student's progress rows were made.
-        card = Card.objects.get(pk=card_id)
+        card = Card.objects.filter(pk=card_id).first()
+        if card is None or deck_id not in (None, card.deck_id):
+            raise CardNotInDeck
         try:
             with transaction.atomic():
                 CardProgress.objects.create(
@@ -128,12 +134,14 @@ def record_review(
     time_taken_ms: int | None = None,
     expected_reps: int | None = None,
     study_settings: StudySettings | None = None,
+    deck_id: int | None = None,
 ) -> Review:
     """Append a Review and move the card's progress on, as one transaction.
 
     The progress row is locked first, so two concurrent ratings of one card are applied
     one after the other. ``expected_reps`` is the card's review count when it was shown;
-    if it has changed since, the rating is stale and raises StaleRating.
+    if it has changed since, the rating is stale and raises StaleRating. With ``deck_id``,
+    a card of another deck raises CardNotInDeck, and nothing is written.
 
     The three statements are written by hand: this runs on every rating, and the ORM's
     query building would cost several times the SQL itself (see BENCHMARKS.md).
@@ -141,9 +149,10 @@ def record_review(
     rating = scheduler.validate_rating(rating)
     if study_settings is None:
         study_settings = StudySettings.for_user(user)
-    (progress_id, state, step, due, stability, difficulty, reps, lapses, last_reviewed) = (
-        _locked_progress_row(user, card_id)
-    )
+    (progress_deck, progress_id, state, step, due, stability, difficulty, reps, lapses,
+     last_reviewed) = _locked_progress_row(user, card_id, deck_id)  # fmt: skip
+    if deck_id is not None and progress_deck != deck_id:
+        raise CardNotInDeck
     if expected_reps is not None and reps != expected_reps:
         raise StaleRating
     before = scheduler.CardState(

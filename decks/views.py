@@ -48,6 +48,14 @@ def _get_deck_for_user(request: HttpRequest, deck_id: int) -> Deck:
     return get_object_or_404(Deck.objects.visible_to(request.user), pk=deck_id)
 
 
+def _study_deck(request: HttpRequest, deck_id: int) -> tuple[Deck, StudySettings]:
+    """The deck (as _get_deck_for_user) and the student's settings, in one query."""
+    found = queue.study_deck(request.user, deck_id)
+    if found is None:
+        raise Http404("No deck matches the given query.")
+    return found
+
+
 def _signup_allowed(request: HttpRequest) -> bool:
     """At most SIGNUP_RATE_PER_HOUR sign-ups from one address per clock hour, counted in
     the shared cache so that every app server sees the same count."""
@@ -256,11 +264,7 @@ def _study_context(
     done = queue.done_today(request.user, study_settings, now)
     progress = None
     if card_id is not None:
-        progress = (
-            CardProgress.objects.select_related("card")
-            .filter(user=request.user, deck=deck, card_id=card_id)
-            .first()
-        )
+        progress = queue.shown_card(request.user, deck, card_id)
     if progress is None:
         progress = queue.next_card(request.user, deck, study_settings, now, done)
     context = {
@@ -287,7 +291,7 @@ def _render_study(request: HttpRequest, context: dict, status: int = 200) -> Htt
 @require_GET
 @vary_on_headers("HX-Request")
 def study(request: HttpRequest, deck_id: int) -> HttpResponse:
-    deck = _get_deck_for_user(request, deck_id)
+    deck, study_settings = _study_deck(request, deck_id)
     if not request.htmx:
         services.ensure_progress(request.user, deck)
     card_id = request.GET.get("card")
@@ -296,6 +300,7 @@ def study(request: HttpRequest, deck_id: int) -> HttpResponse:
         deck,
         timezone.now(),
         card_id=int(card_id) if card_id and card_id.isdigit() else None,
+        study_settings=study_settings,
     )
     return _render_study(request, context)
 
@@ -304,17 +309,16 @@ def study(request: HttpRequest, deck_id: int) -> HttpResponse:
 @require_GET
 @vary_on_headers("HX-Request")
 def flip(request: HttpRequest, deck_id: int) -> HttpResponse:
-    deck = _get_deck_for_user(request, deck_id)
+    deck, study_settings = _study_deck(request, deck_id)
     token = request.GET.get("token", "")
     shown = _read_card_token(token)
     if shown is None:
         return HttpResponseBadRequest("This study link is broken or too old. Reload the deck.")
     card_id, _reps, _shown_ms = shown
     now = timezone.now()
-    progress = get_object_or_404(
-        CardProgress.objects.select_related("card"), user=request.user, deck=deck, card_id=card_id
-    )
-    study_settings = StudySettings.for_user(request.user)
+    progress = queue.shown_card(request.user, deck, card_id)
+    if progress is None:
+        raise Http404("That card is not in this deck.")
     done = queue.done_today(request.user, study_settings, now)
     intervals = scheduler.preview(
         services.progress_state(progress), now, services.scheduler_for(study_settings, fuzz=False)
@@ -343,7 +347,7 @@ def flip(request: HttpRequest, deck_id: int) -> HttpResponse:
 @require_POST
 @vary_on_headers("HX-Request")
 def rate(request: HttpRequest, deck_id: int) -> HttpResponse:
-    deck = _get_deck_for_user(request, deck_id)
+    deck, study_settings = _study_deck(request, deck_id)
     shown = _read_card_token(request.POST.get("token", ""))
     if shown is None:
         return HttpResponseBadRequest("This rating form is broken or too old. Reload the deck.")
@@ -352,12 +356,9 @@ def rate(request: HttpRequest, deck_id: int) -> HttpResponse:
         rating = scheduler.validate_rating(int(request.POST.get("rating", "")))
     except (ValueError, scheduler.InvalidRating):
         return HttpResponseBadRequest("A rating must be a whole number from 1 to 5.")
-    if not CardProgress.objects.filter(user=request.user, deck=deck, card_id=card_id).exists():
-        raise Http404("That card is not in this deck.")
     now = timezone.now()
     taken = now - datetime.fromtimestamp(shown_ms / 1000, tz=UTC)
     taken = min(max(taken, timedelta(0)), MAX_TIME_TAKEN)
-    study_settings = StudySettings.for_user(request.user)
     try:
         services.record_review(
             request.user,
@@ -367,7 +368,10 @@ def rate(request: HttpRequest, deck_id: int) -> HttpResponse:
             time_taken_ms=int(taken.total_seconds() * 1000),
             expected_reps=reps,
             study_settings=study_settings,
+            deck_id=deck.pk,
         )
+    except services.CardNotInDeck:
+        raise Http404("That card is not in this deck.") from None
     except services.StaleRating:
         messages.info(request, "That card was already rated, so this rating was not counted again.")
     if not request.htmx:
@@ -379,7 +383,7 @@ def rate(request: HttpRequest, deck_id: int) -> HttpResponse:
 @require_POST
 @vary_on_headers("HX-Request")
 def undo(request: HttpRequest, deck_id: int) -> HttpResponse:
-    deck = _get_deck_for_user(request, deck_id)
+    deck, study_settings = _study_deck(request, deck_id)
     undone = services.undo_last_review(request.user, deck)
     if undone is None:
         messages.info(request, "There is nothing to undo in this deck.")
@@ -390,7 +394,12 @@ def undo(request: HttpRequest, deck_id: int) -> HttpResponse:
     if not request.htmx:
         url = reverse("study", kwargs={"deck_id": deck.pk})
         return redirect(f"{url}?card={card_id}" if card_id else url)
-    return _render_study(request, _study_context(request, deck, timezone.now(), card_id=card_id))
+    return _render_study(
+        request,
+        _study_context(
+            request, deck, timezone.now(), card_id=card_id, study_settings=study_settings
+        ),
+    )
 
 
 # --- Deck import and export -------------------------------------------------------------

@@ -25,9 +25,9 @@ from tests.conftest import NOW, make_deck, make_user
 BUDGETS = {
     "home": 6,
     "deck_page": 7,
-    "study_page": 9,
-    "flip": 7,
-    "rate": 13,
+    "study_page": 8,
+    "flip": 6,
+    "rate": 11,
     "stats": 9,  # with its whole-history figures cached by the first request
     "class_dashboard": 7,  # with the hardest cards cached by the first request
     "export_reviews": 3,

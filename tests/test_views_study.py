@@ -117,6 +117,14 @@ def test_token_from_another_deck_is_404(student_client, deck, u):
     assert not Review.objects.exists()
 
 
+def test_rating_a_card_deleted_since_it_was_shown_is_404(student_client, deck, u):
+    token = token_in(student_client.get(u["study"]))
+    CardProgress.objects.all().delete()
+    Card.objects.filter(deck=deck).delete()
+    assert student_client.post(u["rate"], {"token": token, "rating": "3"}).status_code == 404
+    assert not Review.objects.exists()
+
+
 def test_other_students_private_deck_cannot_be_studied_or_rated(student_client, other_student):
     private = make_deck("Bob's", owner=other_student, is_public=False)
     p = urls(private)
@@ -201,13 +209,13 @@ def test_markdown_is_rendered_and_sanitised(student_client, student):
 @pytest.mark.parametrize("size", [10, 2000])
 def test_study_step_query_count_is_constant(student_client, student, size,
                                             django_assert_num_queries):  # fmt: skip
-    """Flip: session, user, deck, progress, settings, today's counts, queue counts.
-    Rate: session, user, deck, token check, settings, the write (savepoint, locked read,
-    insert, update, release), today's counts, the one-statement queue, queue counts."""
+    """Flip: session, user, deck with settings, progress, today's counts, queue counts.
+    Rate: session, user, deck with settings, the write (savepoint, locked read, insert,
+    update, release), today's counts, the one-statement queue, queue counts."""
     deck = make_deck("Sized", cards=size)
     p = urls(deck)
     token = token_in(student_client.get(p["study"]))
-    with django_assert_num_queries(7):
+    with django_assert_num_queries(6):
         student_client.get(p["flip"], {"token": token}, **HX)
-    with django_assert_num_queries(13):
+    with django_assert_num_queries(11):
         student_client.post(p["rate"], {"token": token, "rating": "3"}, **HX)

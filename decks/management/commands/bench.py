@@ -1286,7 +1286,6 @@ def study_path_parts(student: benchdata.Student, steps: int):
     from django.contrib.sessions.backends.db import SessionStore
 
     from decks import views
-    from decks.models import StudySettings
     from decks.templatetags import cards as cards_tags
 
     current = ["page"]
@@ -1321,8 +1320,8 @@ def study_path_parts(student: benchdata.Student, steps: int):
 
     wrap(SessionStore, "load", "session load (SessionMiddleware)")
     wrap(auth, "get_user", "user load (AuthenticationMiddleware)")
-    wrap(views, "_get_deck_for_user", "deck lookup (_get_deck_for_user)")
-    wrap(StudySettings, "for_user", "StudySettings.for_user")
+    wrap(queue, "study_deck", "deck and settings (queue.study_deck)")
+    wrap(queue, "shown_card", "the shown card (queue.shown_card)")
     wrap(queue, "done_today", "queue.done_today")
     wrap(queue, "next_card", "queue.next_card")
     wrap(queue, "counts", "queue.counts")
