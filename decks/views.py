@@ -77,7 +77,7 @@ def signup(request: HttpRequest) -> HttpResponse:
         return render(request, "registration/signup.html", {"form": form}, status=429)
     if request.method == "POST" and form.is_valid():
         user = form.save()
-        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        login(request, user, backend="studyapp.backends.UserBackend")
         messages.success(request, f"Welcome, {user.username}! Pick a deck to start studying.")
         return redirect("home")
     return render(request, "registration/signup.html", {"form": form})

@@ -104,7 +104,7 @@ MIDDLEWARE = [
 
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    "studyapp.backends.UserBackend",  # ModelBackend, its per-request lookup in raw SQL
 ]
 
 # Login throttling (django-axes): 5 failures for a username or from an address within
@@ -192,7 +192,7 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 
-SESSION_ENGINE = "django.contrib.sessions.backends.db"
+SESSION_ENGINE = "studyapp.sessions"  # the database backend, its read in raw SQL
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -1544,15 +1544,16 @@ class Gunicorn:
         """A logged-in session per student, made in the database (the way login() would,
         signed with the server's secret key), and a CSRF secret sent as cookie and header."""
         from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
-        from django.contrib.sessions.backends.db import SessionStore
         from django.utils.crypto import get_random_string
+
+        from studyapp.sessions import SessionStore
 
         specs = []
         with override_settings(SECRET_KEY=self.secret_key):
             for student in students:
                 store = SessionStore()
                 store[SESSION_KEY] = student.user._meta.pk.value_to_string(student.user)
-                store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+                store[BACKEND_SESSION_KEY] = "studyapp.backends.UserBackend"
                 store[HASH_SESSION_KEY] = student.user.get_session_auth_hash()
                 store.create()
                 self.session_keys.append(store.session_key)
