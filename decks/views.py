@@ -28,7 +28,7 @@ from decks import exporters, memory_model, queue, scheduler, services, stats
 from decks.apkg import PackageError
 from decks.forms import DeckImportForm, SignupForm, StudySettingsForm
 from decks.importers import DeckFormatError, render_csv, render_seed_text
-from decks.models import CardProgress, Deck, Rating, Review, StudySettings
+from decks.models import Card, CardProgress, Deck, Rating, Review, StudySettings
 from decks.rawsql import stream_rows
 
 # Longer than this and the student was away; time taken is recorded as this much.
@@ -483,23 +483,35 @@ def export_progress(request: HttpRequest, kind: str) -> HttpResponse:
         if len(decks) != len(set(deck_ids)):
             raise Http404("No such deck.")
     now = timezone.now()
+    # The cards in scope, as an IN list: SQLite checks a million reviews against it
+    # faster than it joins each to its card.
+    cards = Card.objects.filter(deck__in=decks)
     if not (everyone or user_ids):
+        students = get_user_model().objects.filter(pk=request.user.pk)
         if kind == "reviews":
-            rows = Review.objects.filter(user=request.user, card__deck__in=decks).for_export()
+            rows = Review.objects.filter(user=request.user, card__in=cards).for_export()
         else:
             rows = decks.cards_for_export(request.user)
     else:
+        students = get_user_model().objects.all()
+        if user_ids:
+            students = students.filter(pk__in=user_ids)
         model = Review if kind == "reviews" else CardProgress
-        scope = {"card__deck__in": decks} if kind == "reviews" else {"deck__in": decks}
+        scope = {"card__in": cards} if kind == "reviews" else {"deck__in": decks}
         rows = model.objects.filter(**scope)
         if user_ids:
-            rows = rows.filter(user__in=get_user_model().objects.filter(pk__in=user_ids))
+            rows = rows.filter(user__in=students)
         rows = rows.for_export()
     what = decks[0].title if deck_ids and len(deck_ids) == 1 else "all-decks"
     filename = f"studyapp-{kind}-{slugify(what)[:60] or 'deck'}-{now:%Y-%m-%d}.csv"
-    response = StreamingHttpResponse(
-        exporters.progress_csv(kind, stream_rows(rows), now),
-        content_type="text/csv; charset=utf-8",
-    )
+    if kind == "reviews":
+        body = exporters.review_csv(
+            stream_rows(rows),
+            dict(students.values_list("id", "username")),
+            stream_rows(cards.values_list("id", "deck__title", "front")),
+        )
+    else:
+        body = exporters.cards_csv(stream_rows(rows), now)
+    response = StreamingHttpResponse(body, content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response

@@ -30,7 +30,7 @@ BUDGETS = {
     "rate": 11,
     "stats": 9,  # with its whole-history figures cached by the first request
     "class_dashboard": 7,  # with the hardest cards cached by the first request
-    "export_reviews": 3,
+    "export_reviews": 5,  # with the names and questions looked up once, not per row
     "export_cards": 3,
 }
 

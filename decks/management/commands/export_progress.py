@@ -9,8 +9,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from tqdm import tqdm
 
-from decks.exporters import progress_csv
-from decks.models import CardProgress, Deck, Review
+from decks.exporters import cards_csv, review_csv
+from decks.models import Card, CardProgress, Deck, Review
 from decks.rawsql import stream_rows
 
 
@@ -28,24 +28,35 @@ class Command(BaseCommand):
         started = time.monotonic()
         model = Review if kind == "reviews" else CardProgress
         rows = model.objects.all()
+        students = get_user_model().objects.all()
+        cards = Card.objects.all()
         if user:
-            try:
-                rows = rows.filter(user=get_user_model().objects.get(username=user))
-            except get_user_model().DoesNotExist:
-                raise CommandError(f"No user named {user!r}.") from None
+            students = students.filter(username=user)
+            if not students.exists():
+                raise CommandError(f"No user named {user!r}.")
+            rows = rows.filter(user__in=students)
         if deck is not None:
             if not Deck.objects.filter(pk=deck).exists():
                 raise CommandError(f"No deck with id {deck}.")
             rows = rows.filter(**{"card__deck_id" if kind == "reviews" else "deck_id": deck})
+            cards = cards.filter(deck_id=deck)
         total = rows.count()
         # tqdm counts rows as they are read, and is silent when stderr is not a terminal.
         counted = tqdm(
             stream_rows(rows.for_export()), total=total, unit=" rows", disable=None,
             file=sys.stderr,
         )  # fmt: skip
+        if kind == "reviews":
+            pieces = review_csv(
+                counted,
+                dict(students.values_list("id", "username")),
+                stream_rows(cards.values_list("id", "deck__title", "front")),
+            )
+        else:
+            pieces = cards_csv(counted, timezone.now())
         target = out.open("w", encoding="utf-8", newline="") if out else sys.stdout
         try:
-            for piece in progress_csv(kind, counted, timezone.now()):
+            for piece in pieces:
                 target.write(piece)
         finally:
             if out:
