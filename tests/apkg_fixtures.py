@@ -4,8 +4,7 @@ The current format comes from the ``anki`` library itself (the code Anki's deskt
 older one from ``genanki`` (what most deck generators use). Both are test-only dependencies. The
 crafted, broken packages are made here by hand from those real ones.
 
-``python -m tests.apkg_fixtures bench [NOTES [REVIEWS]]`` builds a large package with SQL and
-times ``decks.apkg.read_package`` on it.
+The import's speed on a package of 100,000 notes is timed by ``make bench`` (section I).
 """
 
 from __future__ import annotations
@@ -13,9 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import sqlite3
-import sys
 import tempfile
-import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -336,26 +333,3 @@ def build_large_package(workdir: Path, notes: int, reviews: int) -> bytes:
     )
     col.close()
     return out.read_bytes()
-
-
-def _bench(notes: int, reviews: int) -> None:
-    from decks.apkg import read_package
-
-    with tempfile.TemporaryDirectory() as tmp:
-        started = time.perf_counter()
-        data = build_large_package(Path(tmp), notes, reviews)
-        built = time.perf_counter() - started
-        started = time.perf_counter()
-        package = read_package(data)
-        elapsed = time.perf_counter() - started
-    print(
-        f"built {len(data) / 1e6:.1f} MB package in {built:.1f} s; read_package: "
-        f"{len(package.cards)} cards, {len(package.reviews)} reviews in {elapsed:.2f} s"
-    )
-
-
-if __name__ == "__main__":
-    args = sys.argv[1:]
-    if not args or args[0] != "bench":
-        sys.exit("usage: python -m tests.apkg_fixtures bench [NOTES [REVIEWS]]")
-    _bench(int(args[1]) if len(args) > 1 else 100_000, int(args[2]) if len(args) > 2 else 1_000_000)
