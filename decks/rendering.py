@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import nh3
 from django.utils.safestring import SafeString, mark_safe
 from markdown_it import MarkdownIt
@@ -22,6 +24,9 @@ _ATTRIBUTES = {
 }
 
 
+# Pure in the text, so cached: a study step shows the same question twice (question, then
+# answer) and a class studies the same cards; the cache spares each request ~0.1 ms.
+@lru_cache(maxsize=2048)
 def render_markdown(text: str) -> SafeString:
     html = _markdown.render(text)
     clean = nh3.clean(
