@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models
+from django.db import connection, models
 from django.db.models import Count, FilteredRelation, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Cast, Coalesce
 
@@ -178,6 +178,16 @@ class CardProgress(models.Model):
 
 
 class ReviewQuerySet(models.QuerySet):
+    def in_decks(self, decks) -> ReviewQuerySet:
+        """Reviews of the cards of these decks, in the form each backend runs fastest
+        under the export's ORDER BY: SQLite checks each review's card against the list of
+        the decks' card ids (cheaper than a join per row); PostgreSQL joins each review
+        to its card, a plan that follows the index's order, where the semi-join it makes
+        of an IN list would sort a million rows before sending the first."""
+        if connection.vendor == "sqlite":
+            return self.filter(card__in=Card.objects.filter(deck__in=decks))
+        return self.filter(card__deck__in=decks)
+
     def for_export(self) -> models.QuerySet:
         """Rows for the reviews CSV (decks.exporters.review_csv), oldest first: the
         review's own columns only; names and questions come from lookups made once per
@@ -234,8 +244,11 @@ class Review(models.Model):
         indexes = [
             # Today's counts (covering: state_before is read from the index alone), undo of
             # the latest rating, the user's history export.
+            # With id last, the index's order is the export's whole ORDER BY on PostgreSQL
+            # too (SQLite appends the rowid by itself), so a million rows stream unsorted.
             models.Index(
-                fields=["user", "reviewed_at", "state_before"], name="review_user_time_state"
+                fields=["user", "reviewed_at", "state_before", "id"],
+                name="review_user_time_state_id",
             ),
             # One card's history for a user (undo restores the previous last rating).
             models.Index(fields=["user", "card", "reviewed_at"], name="review_user_card_time"),

@@ -483,22 +483,20 @@ def export_progress(request: HttpRequest, kind: str) -> HttpResponse:
         if len(decks) != len(set(deck_ids)):
             raise Http404("No such deck.")
     now = timezone.now()
-    # The cards in scope, as an IN list: SQLite checks a million reviews against it
-    # faster than it joins each to its card.
-    cards = Card.objects.filter(deck__in=decks)
     if not (everyone or user_ids):
         students = get_user_model().objects.filter(pk=request.user.pk)
         if kind == "reviews":
-            rows = Review.objects.filter(user=request.user, card__in=cards).for_export()
+            rows = Review.objects.filter(user=request.user).in_decks(decks).for_export()
         else:
             rows = decks.cards_for_export(request.user)
     else:
         students = get_user_model().objects.all()
         if user_ids:
             students = students.filter(pk__in=user_ids)
-        model = Review if kind == "reviews" else CardProgress
-        scope = {"card__in": cards} if kind == "reviews" else {"deck__in": decks}
-        rows = model.objects.filter(**scope)
+        if kind == "reviews":
+            rows = Review.objects.in_decks(decks)
+        else:
+            rows = CardProgress.objects.filter(deck__in=decks)
         if user_ids:
             rows = rows.filter(user__in=students)
         rows = rows.for_export()
@@ -508,7 +506,9 @@ def export_progress(request: HttpRequest, kind: str) -> HttpResponse:
         body = exporters.review_csv(
             stream_rows(rows),
             dict(students.values_list("id", "username")),
-            stream_rows(cards.values_list("id", "deck__title", "front")),
+            stream_rows(
+                Card.objects.filter(deck__in=decks).values_list("id", "deck__title", "front")
+            ),
         )
     else:
         body = exporters.cards_csv(stream_rows(rows), now)

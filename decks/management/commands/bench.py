@@ -600,11 +600,7 @@ class Bench:
                     raise CommandError(f"Imported {len(parsed.cards)} of {cards} cards.")
                 _delete_deck(deck)
             self.imports.append((cards, len(content), timings, queries))
-        if connection.vendor == "postgresql":
-            # 200,000 deleted card rows would otherwise wait for autovacuum and slow the
-            # next run's card queries.
-            with connection.cursor() as cursor:
-                cursor.execute(f"VACUUM ANALYZE {Card._meta.db_table}")
+        _vacuum(Card)  # 200,000 deleted card rows
 
     # --- I. importing an Anki package with its history (issue 10) -----------------------
 
@@ -634,6 +630,7 @@ class Bench:
                 if not replayed or int(replayed[1].replace(",", "")) != held["revlog"]:
                     raise CommandError(f"Unexpected import: {out.getvalue().strip()}")
             self.apkg.append((path.name, held, timings))
+        _vacuum(Card, CardProgress, Review)  # a million deleted reviews, 100,000 cards
 
     def _anki_packages(self) -> list[tuple[Path, dict, int]] | str:
         """The two packages (cached in bench-data/ beside the collection they come from),
@@ -1399,6 +1396,16 @@ def _csv_deck(cards: int) -> bytes:
         for i in range(1, cards + 1)
     ]
     return ("\n".join(lines) + "\n").encode()
+
+
+def _vacuum(*models) -> None:
+    """On PostgreSQL, clean up after a section that deleted many rows: they would
+    otherwise wait for autovacuum and slow the next sections' (and runs') queries."""
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        for model in models:
+            cursor.execute(f"VACUUM ANALYZE {model._meta.db_table}")
 
 
 def _anki_side():
