@@ -91,33 +91,22 @@ def _mine(user, deck: Deck):
 @lru_cache(maxsize=4)
 def _next_card_sql(reviews_allowed: bool, new_allowed: bool) -> str:
     """One statement for the whole queue: each branch is an index range scan that stops at
-    its first row; the lowest-ranked branch that found a card wins."""
+    its first row, and COALESCE stops at the first branch that found a card (so, unlike a
+    UNION ALL sorted by branch, the later branches never run)."""
     progress, card = CardProgress._meta.db_table, Card._meta.db_table
     mine = f"SELECT id FROM {progress} WHERE user_id = %s AND deck_id = %s"
     learning = f"state IN ({State.LEARNING}, {State.RELEARNING})"
-    branches = [
-        f"SELECT 1 AS rank, id FROM ({mine} AND {learning} AND due <= %s"
-        " ORDER BY due, id LIMIT 1) AS learning"
-    ]
+    branches = [f"{mine} AND {learning} AND due <= %s ORDER BY due, id LIMIT 1"]
     if reviews_allowed:
-        branches.append(
-            f"SELECT 2, id FROM ({mine} AND state = {State.REVIEW} AND due <= %s"
-            " ORDER BY due, id LIMIT 1) AS review"
-        )
+        branches.append(f"{mine} AND state = {State.REVIEW} AND due <= %s ORDER BY due, id LIMIT 1")
     if new_allowed:
-        branches.append(
-            f"SELECT 3, id FROM ({mine} AND state = {State.NEW}"
-            " ORDER BY position, id LIMIT 1) AS new"
-        )
-    branches.append(
-        f"SELECT 4, id FROM ({mine} AND {learning} AND due <= %s ORDER BY due, id LIMIT 1) AS ahead"
-    )
+        branches.append(f"{mine} AND state = {State.NEW} ORDER BY position, id LIMIT 1")
+    branches.append(f"{mine} AND {learning} AND due <= %s ORDER BY due, id LIMIT 1")  # ahead
     columns = f"{rawsql.columns(CardProgress, 'p')}, {rawsql.columns(Card, 'c')}"
     return (
-        f"SELECT {columns} FROM ({' UNION ALL '.join(branches)}) AS queue"
-        f" JOIN {progress} p ON p.id = queue.id JOIN {card} c ON c.id = p.card_id"
-        " ORDER BY queue.rank LIMIT 1"
-    )  # fmt: skip
+        f"SELECT {columns} FROM {progress} p JOIN {card} c ON c.id = p.card_id"
+        f" WHERE p.id = COALESCE({', '.join(f'({branch})' for branch in branches)})"
+    )
 
 
 def next_card(
