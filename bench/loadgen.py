@@ -19,8 +19,8 @@ It prints one JSON object: steps, requests, latencies (ms) per kind, errors, and
 student how many ratings the server accepted (what the load test checks the database
 against).
 
-Each request opens its own connection and says ``Connection: close``: gunicorn's sync
-workers close the connection after every response anyway.
+Each student keeps one HTTP/1.1 connection open, as a browser does, and opens a new one
+whenever the server closes it (gunicorn's sync workers do after every response).
 """
 
 from __future__ import annotations
@@ -66,40 +66,71 @@ class Response:
     body: bytes
 
 
-async def request(
-    host: str, port: int, method: str, path: str, headers: dict[str, str], body: bytes = b""
-) -> Response:
-    reader, writer = await asyncio.open_connection(host, port)
-    try:
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", "Connection: close"]
+class Connection:
+    """One student's HTTP/1.1 connection, kept open between requests as a browser keeps
+    it. A server that closes it (gunicorn's sync workers do after every response, saying
+    ``Connection: close``) gets a new one for the next request."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(
+        self, method: str, path: str, headers: dict[str, str], body: bytes = b""
+    ) -> Response:
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
         lines += [f"{name}: {value}" for name, value in headers.items()]
         if body or method == "POST":
             lines.append(f"Content-Length: {len(body)}")
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
-        await writer.drain()
-        raw = await reader.read()  # until the server closes
-    finally:
-        writer.close()
-    head, _, payload = raw.partition(b"\r\n\r\n")
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    parsed = {}
-    for line in header_lines:
-        name, _, value = line.partition(":")
-        parsed[name.strip().lower()] = value.strip()
-    if parsed.get("transfer-encoding", "").lower() == "chunked":
-        payload = _dechunk(payload)
-    return Response(int(status_line.split()[1]), parsed, payload)
+        message = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+        reused = self.writer is not None
+        try:
+            return await self._exchange(message)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            self.close()
+            if not reused:
+                raise
+        # The server had closed the kept connection before reading this request (an idle
+        # timeout): nothing was processed, so send it once more on a new connection.
+        return await self._exchange(message)
 
+    async def _exchange(self, message: bytes) -> Response:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        self.writer.write(message)
+        await self.writer.drain()
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status_line, *header_lines = head[:-4].decode("latin-1").split("\r\n")
+        parsed = {}
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            parsed[name.strip().lower()] = value.strip()
+        if "content-length" in parsed:
+            payload = await self.reader.readexactly(int(parsed["content-length"]))
+        elif parsed.get("transfer-encoding", "").lower() == "chunked":
+            payload = await self._chunks()
+        else:
+            payload = await self.reader.read()  # until the server closes
+            parsed["connection"] = "close"
+        if parsed.get("connection", "").lower() == "close":
+            self.close()
+        return Response(int(status_line.split()[1]), parsed, payload)
 
-def _dechunk(data: bytes) -> bytes:
-    out, position = bytearray(), 0
-    while True:
-        end = data.index(b"\r\n", position)
-        size = int(data[position:end].split(b";")[0], 16)
-        if size == 0:
-            return bytes(out)
-        out += data[end + 2 : end + 2 + size]
-        position = end + 2 + size + 2
+    async def _chunks(self) -> bytes:
+        out = bytearray()
+        while True:
+            size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            if size == 0:
+                await self.reader.readuntil(b"\r\n")  # the empty trailer
+                return bytes(out)
+            out += await self.reader.readexactly(size)
+            await self.reader.readexactly(2)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
 
 
 @dataclass
@@ -123,14 +154,22 @@ class Run:
     started: float = 0.0
 
     async def call(
-        self, kind: str, method: str, path: str, headers: dict[str, str], body: bytes = b""
-    ) -> Response | None:
+        self, connection: Connection, kind: str, method: str, path: str,
+        headers: dict[str, str], body: bytes = b"",
+    ) -> Response | None:  # fmt: skip
         start = time.perf_counter()
         try:
             response = await asyncio.wait_for(
-                request(self.host, self.port, method, path, headers, body), self.timeout
+                connection.request(method, path, headers, body), self.timeout
             )
-        except (TimeoutError, OSError, ValueError, IndexError) as error:
+        except (
+            TimeoutError,
+            OSError,
+            ValueError,
+            IndexError,
+            asyncio.IncompleteReadError,
+        ) as error:
+            connection.close()
             self.samples.append((kind, start - self.started, time.perf_counter() - start, 0))
             self._error(f"{kind}: {type(error).__name__}: {error}")
             return None
@@ -147,10 +186,20 @@ class Run:
 
 
 async def student(run: Run, spec: dict, result: StudentResult, rng: random.Random) -> None:
+    connection = Connection(run.host, run.port)
+    try:
+        await _study(run, connection, spec, result, rng)
+    finally:
+        connection.close()
+
+
+async def _study(
+    run: Run, connection: Connection, spec: dict, result: StudentResult, rng: random.Random
+) -> None:
     deck = spec["deck"]
     base = {"Cookie": spec["cookie"]}
     htmx = {**base, "HX-Request": "true", "HX-Current-URL": f"/decks/{deck}/study/"}
-    page = await run.call("open", "GET", f"/decks/{deck}/study/", base)
+    page = await run.call(connection, "open", "GET", f"/decks/{deck}/study/", base)
     match = page and page.status == 200 and TOKEN.search(page.body)
     if not match:
         result.errors += 1
@@ -161,7 +210,7 @@ async def student(run: Run, spec: dict, result: StudentResult, rng: random.Rando
         if in_a_row:
             await asyncio.sleep(0.05)  # back off a little after a failure
         query = urlencode({"token": token})
-        flip = await run.call("flip", "GET", f"/decks/{deck}/study/flip/?{query}", htmx)
+        flip = await run.call(connection, "flip", "GET", f"/decks/{deck}/study/flip/?{query}", htmx)
         if flip is None or flip.status != 200:
             result.errors += 1
             in_a_row += 1
@@ -169,6 +218,7 @@ async def student(run: Run, spec: dict, result: StudentResult, rng: random.Rando
         rating = rng.choices(RATINGS, weights=RATING_WEIGHTS)[0]
         form = urlencode({"token": token, "rating": rating}).encode()
         rate = await run.call(
+            connection,
             "rate",
             "POST",
             f"/decks/{deck}/study/rate/",
