@@ -182,8 +182,9 @@ class ReviewQuerySet(models.QuerySet):
         """Reviews of the cards of these decks, in the form each backend runs fastest
         under the export's ORDER BY: SQLite checks each review's card against the list of
         the decks' card ids (cheaper than a join per row); PostgreSQL joins each review
-        to its card, a plan that follows the index's order, where the semi-join it makes
-        of an IN list would sort a million rows before sending the first."""
+        to its card, a plan that follows the (user, reviewed_at, state_before) index's
+        order (sorting only equal times by id), where the semi-join it makes of an IN list
+        would sort a million rows before sending the first."""
         if connection.vendor == "sqlite":
             return self.filter(card__in=Card.objects.filter(deck__in=decks))
         return self.filter(card__deck__in=decks)
@@ -244,11 +245,8 @@ class Review(models.Model):
         indexes = [
             # Today's counts (covering: state_before is read from the index alone), undo of
             # the latest rating, the user's history export.
-            # With id last, the index's order is the export's whole ORDER BY on PostgreSQL
-            # too (SQLite appends the rowid by itself), so a million rows stream unsorted.
             models.Index(
-                fields=["user", "reviewed_at", "state_before", "id"],
-                name="review_user_time_state_id",
+                fields=["user", "reviewed_at", "state_before"], name="review_user_time_state"
             ),
             # One card's history for a user (undo restores the previous last rating).
             models.Index(fields=["user", "card", "reviewed_at"], name="review_user_card_time"),
