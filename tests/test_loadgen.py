@@ -1,0 +1,97 @@
+"""The benchmark's HTTP client (bench/loadgen.py): it reads responses by their length,
+keeps the connection when the server does, and opens a new one when the server closes
+it, so the throughput it reports is the server's."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bench.loadgen import Connection
+
+RESPONSES = [
+    # kept alive, sized
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst",
+    # kept alive, chunked
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nsec\r\n3\r\nond\r\n0\r\n\r\n",
+    # sized, then the server closes (what gunicorn's sync workers do)
+    b"HTTP/1.1 201 Created\r\nContent-Length: 5\r\nConnection: close\r\n\r\nthird",
+    # on a new connection: no length, the body runs to the close
+    b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nfourth",
+]
+
+
+async def _exchange() -> tuple[list, list[int]]:
+    answers = iter(RESPONSES)
+    requests_per_connection: list[int] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        requests_per_connection.append(0)
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                break
+            length = [
+                int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            ]  # fmt: skip
+            if length:
+                await reader.readexactly(length[0])
+            requests_per_connection[-1] += 1
+            answer = next(answers)
+            writer.write(answer)
+            await writer.drain()
+            if b"Connection: close" in answer:
+                break
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    connection = Connection("127.0.0.1", port)
+    try:
+        got = [
+            await connection.request("GET", "/a", {}),
+            await connection.request("POST", "/b", {}, b"x=1"),
+            await connection.request("GET", "/c", {}),
+            await connection.request("GET", "/d", {}),
+        ]
+    finally:
+        connection.close()
+        server.close()
+        await server.wait_closed()
+    return [(r.status, r.body) for r in got], requests_per_connection
+
+
+def test_connection_is_reused_until_the_server_closes_it():
+    got, requests_per_connection = asyncio.run(_exchange())
+    assert got == [(200, b"first"), (200, b"second"), (201, b"third"), (200, b"fourth")]
+    assert requests_per_connection == [3, 1]
+
+
+async def _after_idle_close() -> tuple[list, int]:
+    connections = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Answers one request as if keeping the connection, then closes it (an idle timeout).
+        nonlocal connections
+        connections += 1
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    connection = Connection("127.0.0.1", server.sockets[0].getsockname()[1])
+    try:
+        got = [await connection.request("GET", "/", {}) for _ in range(2)]
+    finally:
+        connection.close()
+        server.close()
+        await server.wait_closed()
+    return [(r.status, r.body) for r in got], connections
+
+
+def test_a_request_on_a_connection_the_server_dropped_is_sent_again_on_a_new_one():
+    got, connections = asyncio.run(_after_idle_close())
+    assert got == [(200, b"ok"), (200, b"ok")]
+    assert connections == 2
