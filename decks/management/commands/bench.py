@@ -931,8 +931,7 @@ class Bench:
         out = [
             "Where a study request's time goes (100k-card student; mean ms per request over "
             "an untimed pass with each part wrapped in a timer, self time; the rest is the "
-            "test client, middleware, URL resolving, the view's other ORM lookups (flip's "
-            "progress row, rate's card check) and the response):",
+            "test client, middleware, URL resolving, CSRF and the response):",
             "",
             "```",
             f"{'':44}{'flip':>8}{'rate':>8}",
