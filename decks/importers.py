@@ -857,6 +857,11 @@ def _finish(
         if header_line is not None:
             raise DeckFormatError(header_line, "the file has no cards; it ends after the header")
         raise DeckFormatError(1, "the file has no cards (it is empty)")
+    return _deck(title, cards, skipped)
+
+
+def _deck(title: str, cards: list[ParsedCard], skipped: list[SkippedCard]) -> ParsedDeck:
+    """The parsed deck, unless every card in the file was skipped as empty."""
     if not cards:
         raise DeckFormatError(
             skipped[0].line,
@@ -1004,13 +1009,7 @@ class _SeedParser:
 
         if number == 1:
             raise DeckFormatError(title_line, "the file has no cards; it ends after the title")
-        if not cards:
-            raise DeckFormatError(
-                skipped[0].line,
-                f"the file has no cards with both a question and an answer "
-                f"({len(skipped)} empty card(s) skipped)",
-            )
-        return ParsedDeck(title=title, cards=cards, skipped=skipped)
+        return _deck(title, cards, skipped)
 
     def _parse_card(self, number: int) -> ParsedCard:
         start = self._line_no()
