@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 
-from django.db import connection
 from django.db.models import Min
 
 from decks import rawsql
@@ -48,7 +47,7 @@ class QueueCounts:
 def done_today(user, study_settings: StudySettings, now: datetime) -> DoneToday:
     """New cards introduced and review cards rated since the study day began (all decks).
     Served from the (user, reviewed_at, state_before) index alone."""
-    with connection.cursor() as cursor:
+    with rawsql.prepared_cursor() as cursor:
         cursor.execute(
             f"SELECT state_before, COUNT(*) FROM {Review._meta.db_table}"
             " WHERE user_id = %s AND reviewed_at >= %s AND state_before IN (%s, %s)"
@@ -72,7 +71,7 @@ def study_deck(user, deck_id: int) -> tuple[Deck, StudySettings] | None:
     if not user.is_staff:  # the rule of Deck.objects.visible_to
         sql += " AND (d.is_public OR d.owner_id = %s)"
         params.append(user.pk)
-    with connection.cursor() as cursor:
+    with rawsql.prepared_cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
     if row is None:
@@ -122,7 +121,7 @@ def next_card(
     if new_allowed:
         params += mine
     params += [*mine, db_datetime(now + LEARN_AHEAD)]
-    with connection.cursor() as cursor:
+    with rawsql.prepared_cursor() as cursor:
         cursor.execute(_next_card_sql(reviews_allowed, new_allowed), params)
         row = cursor.fetchone()
     if row is None:
@@ -134,7 +133,7 @@ def shown_card(user, deck: Deck, card_id: int) -> CardProgress | None:
     """The user's progress row (with its card) for a card of the deck, as next_card
     gives it: the card a flip or an undo shows again."""
     progress, card = CardProgress._meta.db_table, Card._meta.db_table
-    with connection.cursor() as cursor:
+    with rawsql.prepared_cursor() as cursor:
         cursor.execute(
             f"SELECT {rawsql.columns(CardProgress, 'p')}, {rawsql.columns(Card, 'c')}"
             f" FROM {progress} p JOIN {card} c ON c.id = p.card_id"
@@ -162,17 +161,20 @@ def counts(
     reviews_left = max(study_settings.max_reviews_per_day - done.reviews, 0)
     progress = CardProgress._meta.db_table
     mine = f"FROM {progress} WHERE user_id = %s AND deck_id = %s"
-    with connection.cursor() as cursor:
+    with rawsql.prepared_cursor() as cursor:
         cursor.execute(
             f"SELECT (SELECT COUNT(*) FROM (SELECT 1 {mine} AND state = {State.NEW}"
             "  LIMIT %s) AS n),"
             f" (SELECT COUNT(*) FROM (SELECT 1 {mine} AND state = {State.REVIEW}"
             "  AND due <= %s LIMIT %s) AS r),"
-            f" (SELECT COUNT(*) {mine} AND state IN ({State.LEARNING}, {State.RELEARNING})"
-            "  AND due <= %s)",
+            # One count per learning state: a prepared (generic) plan only uses the
+            # state in its index range when it is a single value.
+            f" (SELECT COUNT(*) {mine} AND state = {State.LEARNING} AND due <= %s)"
+            f" + (SELECT COUNT(*) {mine} AND state = {State.RELEARNING} AND due <= %s)",
             [
                 user.pk, deck.pk, new_left + 1,
                 user.pk, deck.pk, db_datetime(now), reviews_left + 1,
+                user.pk, deck.pk, db_datetime(now),
                 user.pk, deck.pk, db_datetime(now),
             ],
         )  # fmt: skip

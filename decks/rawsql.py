@@ -8,12 +8,44 @@ as the ORM's on both SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cache
 
 from django.db import connection
+from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 from django.utils.dateparse import parse_datetime
+
+
+class _LoggedPreparedCursor(CursorDebugWrapper):
+    """The query log (DEBUG, tests) of a server-binding cursor, with the values inlined
+    as the client-side cursors log them (psycopg keeps no such text for these)."""
+
+    def execute(self, sql, params=None):
+        with self.debug_sql(connection.ops.compose_sql(sql, params)):
+            return CursorWrapper.execute(self, sql, params)
+
+
+@contextmanager
+def prepared_cursor() -> Iterator:
+    """A cursor for the study step's fixed statements. On PostgreSQL it binds parameters
+    on the server, so each statement is prepared on its first run in a connection and
+    not planned again (settings: prepare_threshold); planning the queue's statement costs
+    several times running it. The ORM's own cursors stay client-side and unprepared.
+    SQLite has no planning worth saving: the usual cursor."""
+    if connection.vendor != "postgresql":
+        with connection.cursor() as cursor:
+            yield cursor
+        return
+    from django.db.backends.postgresql.base import ServerBindingCursor
+
+    connection.ensure_connection()
+    connection.validate_thread_sharing()
+    raw = ServerBindingCursor(connection.connection)
+    wrapper = _LoggedPreparedCursor if connection.queries_logged else CursorWrapper
+    with wrapper(raw, connection) as cursor:
+        yield cursor
 
 
 def db_datetime(value: datetime | None):
@@ -27,10 +59,6 @@ def py_datetime(value) -> datetime | None:
         return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
     parsed = parse_datetime(value)
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def for_update() -> str:
-    return " FOR UPDATE" if connection.features.has_select_for_update else ""
 
 
 # Review columns in the order the hand-written inserts below take them.

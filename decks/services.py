@@ -24,8 +24,8 @@ from decks.rawsql import (
     REVIEW_COLUMNS,
     datetime_adapter,
     db_datetime,
-    for_update,
     insert_rows,
+    prepared_cursor,
     py_datetime,
     review_values,
 )
@@ -94,20 +94,20 @@ def ensure_progress(user, deck: Deck) -> None:
         )
 
 
-def _lock_progress(user, card_id: int) -> tuple | None:
-    """Lock the (user, card) progress row and read its deck and scheduling state, or None."""
-    with connection.cursor() as cursor:
+def _read_progress(user, card_id: int) -> tuple | None:
+    """The (user, card) progress row's deck and scheduling state, or None."""
+    with prepared_cursor() as cursor:
         cursor.execute(
             "SELECT deck_id, id, state, step, due, stability, difficulty, reps, lapses,"
             f" last_reviewed_at FROM {CardProgress._meta.db_table}"
-            " WHERE user_id = %s AND card_id = %s" + for_update(),
+            " WHERE user_id = %s AND card_id = %s",
             [user.pk, card_id],
         )
         return cursor.fetchone()
 
 
-def _locked_progress_row(user, card_id: int, deck_id: int | None) -> tuple:
-    row = _lock_progress(user, card_id)
+def _progress_row(user, card_id: int, deck_id: int | None) -> tuple:
+    row = _read_progress(user, card_id)
     if row is None:
         # The card joined the deck after the student's progress rows were made.
         card = Card.objects.filter(pk=card_id).first()
@@ -119,12 +119,11 @@ def _locked_progress_row(user, card_id: int, deck_id: int | None) -> tuple:
                     user=user, card=card, deck_id=card.deck_id, position=card.position
                 )
         except IntegrityError:
-            pass  # created by a concurrent rating; lock that row below
-        row = _lock_progress(user, card_id)
+            pass  # created by a concurrent rating; read that row below
+        row = _read_progress(user, card_id)
     return row
 
 
-@transaction.atomic
 def record_review(
     user,
     card_id: int,
@@ -136,78 +135,108 @@ def record_review(
     study_settings: StudySettings | None = None,
     deck_id: int | None = None,
 ) -> Review:
-    """Append a Review and move the card's progress on, as one transaction.
+    """Append a Review and move the card's progress on, both or neither.
 
-    The progress row is locked first, so two concurrent ratings of one card are applied
-    one after the other. ``expected_reps`` is the card's review count when it was shown;
-    if it has changed since, the rating is stale and raises StaleRating. With ``deck_id``,
-    a card of another deck raises CardNotInDeck, and nothing is written.
+    The progress row is read, the rating applied to it, and the write only goes through
+    if the card's review count is still the one read (optimistic locking): two concurrent
+    ratings of one card are applied one after the other, the later one starting again
+    from the earlier one's result. ``expected_reps`` is the card's review count when it
+    was shown; if it has changed since, the rating is stale and raises StaleRating. With
+    ``deck_id``, a card of another deck raises CardNotInDeck, and nothing is written.
 
-    The three statements are written by hand: this runs on every rating, and the ORM's
-    query building would cost several times the SQL itself (see BENCHMARKS.md).
+    The statements are written by hand: this runs on every rating, and the ORM's query
+    building would cost several times the SQL itself (see BENCHMARKS.md).
     """
     rating = scheduler.validate_rating(rating)
     if study_settings is None:
         study_settings = StudySettings.for_user(user)
-    (progress_deck, progress_id, state, step, due, stability, difficulty, reps, lapses,
-     last_reviewed) = _locked_progress_row(user, card_id, deck_id)  # fmt: skip
-    if deck_id is not None and progress_deck != deck_id:
-        raise CardNotInDeck
-    if expected_reps is not None and reps != expected_reps:
-        raise StaleRating
-    before = scheduler.CardState(
-        state=state,
-        step=step,
-        due=py_datetime(due),
-        stability=stability,
-        difficulty=difficulty,
-        last_review=py_datetime(last_reviewed),
-    )
-    outcome = scheduler.review(before, rating, now, scheduler_for(study_settings))
-    after = outcome.after
-    review = Review(
-        user_id=user.pk,
-        card_id=card_id,
-        rating=rating,
-        reviewed_at=now,
-        time_taken_ms=time_taken_ms,
-        retrievability=outcome.retrievability,
-        state_before=before.state,
-        step_before=before.step,
-        due_before=before.due,
-        stability_before=before.stability,
-        difficulty_before=before.difficulty,
-        state_after=after.state,
-        step_after=after.step,
-        due_after=after.due,
-        stability_after=after.stability,
-        difficulty_after=after.difficulty,
-        scheduled_days=outcome.scheduled_days,
-    )
+    fsrs = scheduler_for(study_settings)
+    while True:
+        (progress_deck, progress_id, state, step, due, stability, difficulty, reps, lapses,
+         last_reviewed) = _progress_row(user, card_id, deck_id)  # fmt: skip
+        if deck_id is not None and progress_deck != deck_id:
+            raise CardNotInDeck
+        if expected_reps is not None and reps != expected_reps:
+            raise StaleRating
+        before = scheduler.CardState(
+            state=state,
+            step=step,
+            due=py_datetime(due),
+            stability=stability,
+            difficulty=difficulty,
+            last_review=py_datetime(last_reviewed),
+        )
+        outcome = scheduler.review(before, rating, now, fsrs)
+        after = outcome.after
+        review = Review(
+            user_id=user.pk,
+            card_id=card_id,
+            rating=rating,
+            reviewed_at=now,
+            time_taken_ms=time_taken_ms,
+            retrievability=outcome.retrievability,
+            state_before=before.state,
+            step_before=before.step,
+            due_before=before.due,
+            stability_before=before.stability,
+            difficulty_before=before.difficulty,
+            state_after=after.state,
+            step_after=after.step,
+            due_after=after.due,
+            stability_after=after.stability,
+            difficulty_after=after.difficulty,
+            scheduled_days=outcome.scheduled_days,
+        )
+        progress = [
+            after.state, after.step, db_datetime(after.due), after.stability, after.difficulty,
+            reps + 1, lapses + _is_lapse(before.state, rating), rating, db_datetime(now),
+        ]  # fmt: skip
+        review.pk = _write_review(review, progress, progress_id, reps)
+        if review.pk is not None:
+            return review
+        # Another rating of this card got in between the read and the write.
+        if expected_reps is not None:
+            raise StaleRating
+
+
+_MOVE_PROGRESS = (
+    f"UPDATE {CardProgress._meta.db_table} SET state = %s, step = %s, due = %s,"
+    " stability = %s, difficulty = %s, reps = %s, lapses = %s, last_rating = %s,"
+    " last_reviewed_at = %s WHERE id = %s AND reps = %s"
+)
+_REVIEW_PLACEHOLDERS = ", ".join(["%s"] * len(REVIEW_COLUMNS))
+
+
+def _write_review(review: Review, progress: list, progress_id: int, reps: int) -> int | None:
+    """Insert the review and move the progress row on, if the row still has ``reps``
+    reviews; the new review's id, or None (and nothing written) if it has not.
+
+    On PostgreSQL it is one statement, so one round trip: the UPDATE waits for a
+    concurrent rating's row lock, then finds ``reps`` changed and moves nothing, and the
+    INSERT only takes the row the UPDATE returned. SQLite has no UPDATE in a WITH clause:
+    there the two statements share one (IMMEDIATE, so serialised) transaction.
+    """
     values = review_values(**{c: getattr(review, c) for c in REVIEW_COLUMNS})
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {Review._meta.db_table} ({', '.join(REVIEW_COLUMNS)})"
-            f" VALUES ({', '.join(['%s'] * len(values))})"
-            + (" RETURNING id" if connection.features.can_return_columns_from_insert else ""),
-            values,
-        )
-        review.pk = (
-            cursor.fetchone()[0]
-            if connection.features.can_return_columns_from_insert
-            else cursor.lastrowid
-        )
-        cursor.execute(
-            f"UPDATE {CardProgress._meta.db_table} SET state = %s, step = %s, due = %s,"
-            " stability = %s, difficulty = %s, reps = %s, lapses = %s, last_rating = %s,"
-            " last_reviewed_at = %s WHERE id = %s",
-            [
-                after.state, after.step, db_datetime(after.due), after.stability,
-                after.difficulty, reps + 1, lapses + _is_lapse(before.state, rating), rating,
-                db_datetime(now), progress_id,
-            ],
-        )  # fmt: skip
-    return review
+    columns = ", ".join(REVIEW_COLUMNS)
+    with prepared_cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"WITH moved AS ({_MOVE_PROGRESS} RETURNING id)"
+                f" INSERT INTO {Review._meta.db_table} ({columns})"
+                f" SELECT {_REVIEW_PLACEHOLDERS} FROM moved RETURNING id",
+                [*progress, progress_id, reps, *values],
+            )
+            row = cursor.fetchone()
+            return None if row is None else row[0]
+        with transaction.atomic():
+            cursor.execute(_MOVE_PROGRESS, [*progress, progress_id, reps])
+            if cursor.rowcount != 1:
+                return None
+            cursor.execute(
+                f"INSERT INTO {Review._meta.db_table} ({columns}) VALUES ({_REVIEW_PLACEHOLDERS})",
+                values,
+            )
+            return cursor.lastrowid
 
 
 def _is_lapse(state_before: int, rating: int) -> bool:

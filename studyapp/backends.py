@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
-from django.db import connection
 
 from decks import rawsql
 
@@ -17,7 +16,7 @@ from decks import rawsql
 class UserBackend(ModelBackend):
     def get_user(self, user_id):
         model = get_user_model()
-        with connection.cursor() as cursor:
+        with rawsql.prepared_cursor() as cursor:
             cursor.execute(
                 f"SELECT {rawsql.columns(model, 'u')} FROM {model._meta.db_table} u"
                 " WHERE u.id = %s",

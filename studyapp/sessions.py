@@ -9,16 +9,14 @@ Django's own.
 from __future__ import annotations
 
 from django.contrib.sessions.backends import db
-from django.db import connections, router
 from django.utils import timezone
 
-from decks.rawsql import db_datetime
+from decks.rawsql import db_datetime, prepared_cursor
 
 
 class SessionStore(db.SessionStore):
     def _get_session_from_db(self):
-        using = router.db_for_read(self.model)
-        with connections[using].cursor() as cursor:
+        with prepared_cursor() as cursor:
             cursor.execute(
                 f"SELECT session_data FROM {self.model._meta.db_table}"
                 " WHERE session_key = %s AND expire_date > %s",

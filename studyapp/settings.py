@@ -179,6 +179,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
     }
 
+elif (
+    DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+    and os.environ.get("DJANGO_DB_PREPARE", "1") == "1"
+):
+    # Only the study step's statements (decks.rawsql.prepared_cursor) are prepared, on
+    # their first run in a connection; the ORM's client-side cursors never are. Behind a
+    # pooler in transaction mode (PgBouncer), set DJANGO_DB_PREPARE=0.
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 0
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -73,6 +73,40 @@ def test_stale_rating_is_refused(student, card):
     assert Review.objects.count() == 1
 
 
+def _rated_in_between(monkeypatch, student, card, rating: int) -> None:
+    """Make another rating of ``card`` land after the next record_review has read the
+    card's progress and before it writes (what a concurrent request can do)."""
+    review = services.scheduler.review
+    calls = []
+
+    def review_then_interrupt(*args, **kwargs):
+        outcome = review(*args, **kwargs)
+        if not calls:
+            calls.append(1)
+            services.record_review(student, card.pk, rating, NOW)
+        return outcome
+
+    monkeypatch.setattr(services.scheduler, "review", review_then_interrupt)
+
+
+def test_rating_that_loses_a_race_starts_again_from_the_winner(monkeypatch, student, card):
+    _rated_in_between(monkeypatch, student, card, rating=3)
+    services.record_review(student, card.pk, 4, NOW + timedelta(minutes=1))
+    first, second = Review.objects.filter(card=card).order_by("id")
+    assert (first.rating, second.rating) == (3, 4)
+    assert second.state_before == first.state_after
+    assert second.due_before == first.due_after
+    assert snapshot(student, card)["reps"] == 2
+
+
+def test_rating_of_a_card_rated_since_it_was_shown_is_stale(monkeypatch, student, card):
+    _rated_in_between(monkeypatch, student, card, rating=3)
+    with pytest.raises(services.StaleRating):
+        services.record_review(student, card.pk, 4, NOW, expected_reps=0)
+    assert list(Review.objects.values_list("rating", flat=True)) == [3]
+    assert snapshot(student, card)["reps"] == 1
+
+
 def test_lapse_counts_a_forgotten_review_card(student, card):
     first = services.record_review(student, card.pk, 5, NOW)
     services.record_review(student, card.pk, 1, first.due_after)
