@@ -143,6 +143,24 @@ def test_rating_without_csrf_token_is_403(student, u):
     assert not Review.objects.exists()
 
 
+def test_htmx_swaps_send_the_csrf_token_in_the_header_the_page_gives(student, u):
+    """Full pages carry the token in each form (no JavaScript needed); htmx swaps leave it
+    out, since htmx sends it with every request from the page's hx-headers."""
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(student)
+    page = client.get(u["study"])
+    html = page.content.decode()
+    assert html.count('name="csrfmiddlewaretoken"') == 2  # the log-out and undo forms
+    header = re.search(r'hx-headers=\'\{"X-CSRFToken": "([^"]+)"\}\'', html).group(1)
+    flipped = client.get(u["flip"], {"token": token_in(page)}, **HX)
+    assert "csrfmiddlewaretoken" not in flipped.content.decode()
+    rated = client.post(
+        u["rate"], {"token": token_in(flipped), "rating": "4"}, HTTP_X_CSRFTOKEN=header, **HX
+    )
+    assert rated.status_code == 200
+    assert Review.objects.filter(user=student, rating=4).count() == 1
+
+
 def test_undo_restores_the_card_and_shows_it_again(student_client, student, u):
     token = token_in(student_client.get(u["study"]))
     student_client.post(u["rate"], {"token": token, "rating": "4"}, **HX)
