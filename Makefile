@@ -47,7 +47,11 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed-test $(VENV)/.installed
 
 # Issue 8's benchmark, written to BENCHMARKS.md; DATABASE_URL=postgres://… for PostgreSQL.
+# Its HTTP section drives gunicorn with wrk (Debian's package), installed here when
+# missing and possible; without it, bench/loadgen.py's asyncio client stands in.
 bench: $(VENV)/.installed-bench
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) \
+		|| echo "wrk is not installed: the HTTP section uses bench/loadgen.py"
 	$(DEV) $(BIN)/python manage.py bench
 
 # Issue 7's load test: gunicorn -w 2 on PostgreSQL, 20 students for 60 s (loopback).

@@ -29,11 +29,15 @@ import asyncio
 import ipaddress
 import json
 import math
+import os
 import random
 import re
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlencode
 
 TOKEN = re.compile(rb'name="token" value="([^"]+)"')
@@ -138,6 +142,9 @@ class StudentResult:
     deck: int
     ratings_ok: int = 0  # 200 answers to a rating, counted by the server
     ratings_stale: int = 0  # 200 answers saying the card was already rated
+    # A rating sent but not answered when the run ended (wrk's runs only: this client
+    # waits for every answer), which the server may or may not have recorded.
+    ratings_in_flight: int = 0
     finished: bool = False  # the queue ran dry
     errors: int = 0
 
@@ -307,5 +314,96 @@ async def main(config: dict) -> dict:
     }
 
 
+WRK_SCRIPT = Path(__file__).with_name("wrk_study.lua")
+
+
+def run_wrk(config: dict) -> dict:
+    """The same run through wrk (a C client, Debian's ``wrk``) and bench/wrk_study.lua,
+    summed up as main() sums up its own: the load generator shares the CPU with the
+    server, and wrk takes a fraction of what this asyncio client does."""
+    host, port = config.get("host", "127.0.0.1"), int(config["port"])
+    check_loopback(host)
+    concurrency = int(config["concurrency"])
+    students = config["students"][:concurrency]
+    if len(students) < concurrency:
+        raise SystemExit(f"loadgen: {concurrency} students asked for, {len(students)} given")
+    seconds = max(math.ceil(float(config["duration"])), 1)
+    timeout = math.ceil(float(config.get("timeout", 30)))
+    with tempfile.NamedTemporaryFile("w", suffix=".tsv") as listing:
+        listing.writelines(f"{s['deck']}\t{s['cookie']}\t{s['csrf']}\n" for s in students)
+        listing.flush()
+        done = subprocess.run(
+            ["wrk", "--threads", str(concurrency), "--connections", str(concurrency),
+             "--duration", f"{seconds}s", "--timeout", f"{timeout}s",
+             "--script", str(WRK_SCRIPT), f"http://{host}:{port}/"],
+            env={**os.environ, "STUDY_WRK_STUDENTS": listing.name},
+            capture_output=True,
+            text=True,
+            timeout=seconds + timeout + 30,
+        )  # fmt: skip
+    if done.returncode:
+        raise SystemExit(f"loadgen: wrk failed ({done.returncode}): {done.stderr[-2000:]}")
+    return _wrk_result(done.stdout, concurrency)
+
+
+def _wrk_result(output: str, concurrency: int) -> dict:
+    """main()'s summary from what wrk_study.lua's done() printed."""
+    results: list[dict] = []
+    samples: dict[str, list[float]] = {"open": [], "flip": [], "rate": []}
+    errors: list[str] = []
+    summary = None
+    for line in output.splitlines():
+        tag, *fields = line.split("\t")
+        if tag == "SUMMARY":
+            summary = [int(f) for f in fields]
+        elif tag == "STUDENT":
+            _index, deck, ok, stale, in_flight, failed, server_errors, finished = fields
+            results.append(
+                {
+                    "deck": int(deck),
+                    "ratings_ok": int(ok),
+                    "ratings_stale": int(stale),
+                    "ratings_in_flight": int(in_flight),
+                    "finished": finished == "true",
+                    "errors": int(failed),
+                    "server_errors": int(server_errors),
+                }
+            )
+        elif tag == "SAMPLES" and fields[1]:
+            samples[fields[0]] += [int(us) / 1e6 for us in fields[1].split(",")]
+        elif tag == "ERROR" and len(errors) < MAX_ERRORS_KEPT:
+            errors.append(fields[0])
+    if summary is None or len(results) != concurrency:
+        raise SystemExit(f"loadgen: wrk printed no summary:\n{output[-2000:]}")
+    micros, requests, connect, read, write, _status, timeouts = summary
+    elapsed = micros / 1e6
+    connection_errors = connect + read + write + timeouts
+    steps = sum(r["ratings_ok"] + r["ratings_stale"] for r in results)
+    return {
+        "generator": "wrk",
+        "concurrency": concurrency,
+        "duration_s": elapsed,
+        "steps": steps,
+        "steps_per_s": steps / elapsed if elapsed else 0.0,
+        "requests": requests,
+        "requests_per_s": requests / elapsed if elapsed else 0.0,
+        "errors": sum(r["errors"] for r in results) + connection_errors,
+        "status_5xx": sum(r.pop("server_errors") for r in results),
+        "connection_errors": connection_errors,
+        "latency": {
+            "all": _summary(samples["flip"] + samples["rate"]),
+            "flip": _summary(samples["flip"]),
+            "rate": _summary(samples["rate"]),
+            "open": _summary(samples["open"]),
+        },
+        "error_samples": errors,
+        "students": results,
+    }
+
+
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(main(json.load(sys.stdin)))))
+    config = json.load(sys.stdin)
+    if config.get("generator") == "wrk":
+        print(json.dumps(run_wrk(config)))
+    else:
+        print(json.dumps(asyncio.run(main(config))))

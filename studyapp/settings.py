@@ -179,9 +179,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
     }
 
-elif (
-    DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
-    and os.environ.get("DJANGO_DB_PREPARE", "1") == "1"
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool(
+    "DJANGO_DB_PREPARE", default=True
 ):
     # Only the study step's statements (decks.rawsql.prepared_cursor) are prepared, on
     # their first run in a connection; the ORM's client-side cursors never are. Behind a

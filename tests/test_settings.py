@@ -42,3 +42,24 @@ def test_check_deploy_passes_with_production_settings():
         DJANGO_ALLOWED_HOSTS="study.example.org",
     )
     assert result.returncode == 0, result.stderr
+
+
+def _prepare_threshold(**env: str) -> str:
+    result = manage(
+        "shell",
+        "--no-imports",
+        "-c",
+        "from django.conf import settings;"
+        "print(settings.DATABASES['default'].get('OPTIONS', {}).get('prepare_threshold'))",
+        DJANGO_DEBUG="1",
+        **env,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_postgresql_prepares_the_study_statements_unless_told_not_to():
+    url = "postgres://postgres@127.0.0.1:5432/test"
+    assert _prepare_threshold(DATABASE_URL=url) == "0"
+    assert _prepare_threshold(DATABASE_URL=url, DJANGO_DB_PREPARE="0") == "None"
+    assert _prepare_threshold(DATABASE_URL="sqlite:///x.sqlite3") == "None"

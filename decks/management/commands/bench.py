@@ -9,8 +9,9 @@ A. the scheduler core (``queue.done_today`` + ``queue.next_card`` +
    copy of the same deck and history (``bench/anki_side.py``);
 B. the study step through the full request path (Django's test client, htmx headers) for
    the heavy and the small student;
-C. the study step over HTTP: gunicorn with 2 workers on loopback, driven by
-   ``bench/loadgen.py`` at 1, 8 and 32 concurrent students;
+C. the study step over HTTP: gunicorn with 2 workers on loopback, driven by wrk with
+   ``bench/wrk_study.lua`` (or ``bench/loadgen.py`` where wrk is not installed) at 1, 8
+   and 32 concurrent students;
 D. the home page (50 decks), deck page, stats page and class dashboard (100 students);
 E. the reviews CSV export of 1,000,000 rows (rows/s, peak memory of the process) and
    Anki's revlog written as CSV;
@@ -33,6 +34,7 @@ import platform
 import random
 import re
 import secrets
+import shutil
 import socket
 import statistics
 import subprocess
@@ -994,10 +996,10 @@ class Bench:
             "Over HTTP: `gunicorn studyapp.wsgi --workers 2` (sync workers) with production "
             "settings (DEBUG off, secure cookies: the load generator logs in with sessions made "
             "in the database and sends the cookies itself; SSL redirect off for loopback) and "
-            "`bench/loadgen.py` (asyncio, stdlib) in its own process. Each student studies its "
-            "own 1,000-card deck as fast as the server answers: a step is flip (GET) + rate "
-            "(POST). Latencies per request; the load generator shares the 2 cores with the "
-            "server.",
+            f"{GENERATORS[self.http[0].get('generator', 'asyncio')]} in its own process. Each "
+            "student studies its own 1,000-card deck as fast as the server answers: a step is "
+            "flip (GET) + rate (POST). Latencies per request; the load generator shares the 2 "
+            "cores with the server.",
             "",
             "```",
             f"{'students':>8}{'steps/s':>9}{'req/s':>8}  {'flip p50/p95/p99 ms':>22}  "
@@ -1591,12 +1593,27 @@ class Gunicorn:
         Session.objects.filter(session_key__in=self.session_keys).delete()
 
 
+GENERATORS = {
+    "wrk": "wrk (C; one thread and connection per student) with `bench/wrk_study.lua`, "
+    "which times each request from handing it to wrk to its answer (a new connection is "
+    "opened before that)",
+    "asyncio": "`bench/loadgen.py` (asyncio, stdlib; wrk is not installed here)",
+}
+
+
+def load_generator() -> str:
+    """wrk (bench/wrk_study.lua) where it is installed, else bench/loadgen.py's asyncio
+    client: wrk leaves more of the 2 cores to the server."""
+    return "wrk" if shutil.which("wrk") else "asyncio"
+
+
 def run_load(
     port: int,
     specs: list[dict],
     concurrency: int,
     seconds: float,
     students: list[benchdata.Student],
+    generator: str | None = None,
 ) -> dict:
     """One load level, then the database checked against what the clients were told, and
     every rating rewound."""
@@ -1612,6 +1629,7 @@ def run_load(
         "concurrency": concurrency,
         "students": specs,
         "seed": concurrency,
+        "generator": generator or load_generator(),
     }
     try:
         done = subprocess.run(
@@ -1636,8 +1654,16 @@ def run_load(
         result["ratings_ok"] = sum(answered.values())
         result["ratings_stale"] = sum(s["ratings_stale"] for s in result["students"])
         result["db_reviews"] = sum(counted.values())
+        # A rating still in flight when wrk stopped may or may not have been recorded.
+        in_flight = {
+            user_id: s["ratings_in_flight"]
+            for user_id, s in zip(ids, result["students"], strict=True)
+        }
+        result["ratings_in_flight"] = sum(in_flight.values())
         result["lost"] = sum(max(answered[u] - counted.get(u, 0), 0) for u in ids)
-        result["duplicated"] = sum(max(counted.get(u, 0) - answered[u], 0) for u in ids)
+        result["duplicated"] = sum(
+            max(counted.get(u, 0) - answered[u] - in_flight[u], 0) for u in ids
+        )
     finally:
         benchdata.rewind(ids, after)
     # Rewinding takes one rep off per review row: back to the start only if every row
