@@ -1642,6 +1642,8 @@ def run_load(
         if done.returncode:
             raise CommandError(f"The load generator failed:\n{done.stderr[-2000:]}")
         result = json.loads(done.stdout)
+        if result.get("generator") == "wrk":
+            _wait_for_quiet(ids, after)
         counted = dict(
             Review.objects.filter(user__in=ids, id__gt=after)
             .values_list("user")
@@ -1671,6 +1673,22 @@ def run_load(
     reps_after = CardProgress.objects.filter(user__in=ids).aggregate(n=Sum("reps"))["n"]
     result["reps_consistent"] = reps_after == reps_before
     return result
+
+
+def _wait_for_quiet(user_ids: list[int], after: int, seconds: float = 30) -> None:
+    """Wait until the students' ratings stop arriving. wrk stops at its deadline without
+    waiting for answers, and gunicorn still works through the requests it had taken (or
+    that wait in its listen queue): counting, or rewinding, before those land would get
+    both wrong."""
+    reviews = Review.objects.filter(user__in=user_ids, id__gt=after)
+    deadline = time.monotonic() + seconds
+    count = reviews.count()
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        count, before = reviews.count(), count
+        if count == before:
+            return
+    raise CommandError(f"Ratings still arriving {seconds:g} s after the load generator stopped")
 
 
 # --- BENCHMARKS.md ----------------------------------------------------------------------
