@@ -10,7 +10,8 @@ from django.http import StreamingHttpResponse
 
 from decks import services
 from decks.exporters import CARD_COLUMNS, REVIEW_COLUMNS, neutralise
-from decks.models import Card
+from decks.models import Card, Review
+from decks.rawsql import stream_rows
 from tests.conftest import NOW, make_deck
 
 
@@ -153,3 +154,13 @@ def test_export_query_count_does_not_grow_with_rows(student_client, student, dec
         services.record_review(student, card.pk, 3, NOW + timedelta(days=i))
     with django_assert_max_num_queries(6):
         assert len(read_csv(student_client.get("/export/reviews.csv"))) == 30
+
+
+def test_an_export_stopped_midway_leaves_the_connection_usable(history):
+    """A download cancelled part-way closes the row stream (on PostgreSQL, libpq's chunked
+    mode): the connection must be ready for the next request's queries."""
+    rows = stream_rows(Review.objects.values_list("id"), chunk=2)
+    assert len(next(rows)) == 1
+    rows.close()
+    assert Review.objects.count() == 5
+    assert Card.objects.filter(deck=history["deck"]).count() == 3
