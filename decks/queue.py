@@ -44,18 +44,24 @@ class QueueCounts:
         return self.new + self.learning + self.due
 
 
+def _done_today_sql() -> str:
+    """New cards introduced and review cards rated since the study day began (all
+    decks), read from the (user, reviewed_at, state_before) index alone. Parameters:
+    user id, the day's start."""
+    return (
+        f"SELECT COUNT(CASE WHEN state_before = {State.NEW} THEN 1 END) AS new,"
+        f" COUNT(CASE WHEN state_before = {State.REVIEW} THEN 1 END) AS reviews"
+        f" FROM {Review._meta.db_table} WHERE user_id = %s AND reviewed_at >= %s"
+        f" AND state_before IN ({State.NEW}, {State.REVIEW})"
+    )
+
+
 def done_today(user, study_settings: StudySettings, now: datetime) -> DoneToday:
-    """New cards introduced and review cards rated since the study day began (all decks).
-    Served from the (user, reviewed_at, state_before) index alone."""
+    """New cards introduced and review cards rated since the study day began (all decks)."""
     with rawsql.prepared_cursor() as cursor:
-        cursor.execute(
-            f"SELECT state_before, COUNT(*) FROM {Review._meta.db_table}"
-            " WHERE user_id = %s AND reviewed_at >= %s AND state_before IN (%s, %s)"
-            " GROUP BY state_before",
-            [user.pk, db_datetime(study_settings.day_start(now)), State.NEW, State.REVIEW],
-        )
-        found = dict(cursor.fetchall())
-    return DoneToday(new=found.get(State.NEW, 0), reviews=found.get(State.REVIEW, 0))
+        cursor.execute(_done_today_sql(), [user.pk, db_datetime(study_settings.day_start(now))])
+        new, reviews = cursor.fetchone()
+    return DoneToday(new=new, reviews=reviews)
 
 
 def study_deck(user, deck_id: int) -> tuple[Deck, StudySettings] | None:
@@ -152,34 +158,43 @@ def _progress_with_card(row: tuple) -> CardProgress:
 
 
 def counts(
-    user, deck: Deck, study_settings: StudySettings, now: datetime, done: DoneToday
-) -> QueueCounts:
-    """What is left to study in the deck now, in one statement. The new and review counts
-    stop one past the day's remaining limits, so the cost is bounded by the limits, not by
-    the deck size."""
-    new_left = max(study_settings.new_per_day - done.new, 0)
-    reviews_left = max(study_settings.max_reviews_per_day - done.reviews, 0)
+    user, deck: Deck, study_settings: StudySettings, now: datetime
+) -> tuple[DoneToday, QueueCounts]:
+    """What the student has done today (done_today) and what is left to study in the
+    deck now, in one statement: every study render needs both. The new and review counts
+    stop one past what is left of the daily limits, so the cost is bounded by the
+    limits, not by the deck size."""
     progress = CardProgress._meta.db_table
     mine = f"FROM {progress} WHERE user_id = %s AND deck_id = %s"
+
+    def left(limit: str, done: str) -> str:  # what is left of a limit, plus one
+        return f"(SELECT CASE WHEN {limit} > {done} THEN {limit} - {done} ELSE 0 END + 1 FROM d)"
+
     with rawsql.prepared_cursor() as cursor:
         cursor.execute(
-            f"SELECT (SELECT COUNT(*) FROM (SELECT 1 {mine} AND state = {State.NEW}"
-            "  LIMIT %s) AS n),"
+            f"WITH d AS ({_done_today_sql()}) SELECT d.new, d.reviews,"
+            f" (SELECT COUNT(*) FROM (SELECT 1 {mine} AND state = {State.NEW}"
+            f"  LIMIT {left('%s', 'new')}) AS n),"
             f" (SELECT COUNT(*) FROM (SELECT 1 {mine} AND state = {State.REVIEW}"
-            "  AND due <= %s LIMIT %s) AS r),"
+            f"  AND due <= %s LIMIT {left('%s', 'reviews')}) AS r),"
             # One count per learning state: a prepared (generic) plan only uses the
             # state in its index range when it is a single value.
             f" (SELECT COUNT(*) {mine} AND state = {State.LEARNING} AND due <= %s)"
-            f" + (SELECT COUNT(*) {mine} AND state = {State.RELEARNING} AND due <= %s)",
+            f" + (SELECT COUNT(*) {mine} AND state = {State.RELEARNING} AND due <= %s)"
+            " FROM d",
             [
-                user.pk, deck.pk, new_left + 1,
-                user.pk, deck.pk, db_datetime(now), reviews_left + 1,
+                user.pk, db_datetime(study_settings.day_start(now)),
+                user.pk, deck.pk, *[study_settings.new_per_day] * 2,
+                user.pk, deck.pk, db_datetime(now), *[study_settings.max_reviews_per_day] * 2,
                 user.pk, deck.pk, db_datetime(now),
                 user.pk, deck.pk, db_datetime(now),
             ],
         )  # fmt: skip
-        new, due, learning = cursor.fetchone()
-    return QueueCounts(
+        done_new, done_reviews, new, due, learning = cursor.fetchone()
+    new_left = max(study_settings.new_per_day - done_new, 0)
+    reviews_left = max(study_settings.max_reviews_per_day - done_reviews, 0)
+    done = DoneToday(new=done_new, reviews=done_reviews)
+    return done, QueueCounts(
         new=min(new, new_left),
         learning=learning,
         due=min(due, reviews_left),

@@ -280,7 +280,7 @@ def _study_context(
     study_settings: StudySettings | None = None,
 ) -> dict:
     study_settings = study_settings or StudySettings.for_user(request.user)
-    done = queue.done_today(request.user, study_settings, now)
+    done, counts = queue.counts(request.user, deck, study_settings, now)
     progress = None
     if card_id is not None:
         progress = queue.shown_card(request.user, deck, card_id)
@@ -288,7 +288,7 @@ def _study_context(
         progress = queue.next_card(request.user, deck, study_settings, now, done)
     context = {
         "deck": deck,
-        "counts": queue.counts(request.user, deck, study_settings, now, done),
+        "counts": counts,
         "progress": progress,
         "revealed": False,
     }
@@ -352,13 +352,12 @@ def flip(request: HttpRequest, deck_id: int) -> HttpResponse:
     progress = queue.shown_card(request.user, deck, card_id)
     if progress is None:
         raise Http404("That card is not in this deck.")
-    done = queue.done_today(request.user, study_settings, now)
     intervals = scheduler.preview(
         services.progress_state(progress), now, services.scheduler_for(study_settings, fuzz=False)
     )
     context = {
         "deck": deck,
-        "counts": queue.counts(request.user, deck, study_settings, now, done),
+        "counts": queue.counts(request.user, deck, study_settings, now)[1],
         "progress": progress,
         "revealed": True,
         "token": token,

@@ -26,11 +26,11 @@ from tests.conftest import NOW, make_deck, make_user
 BUDGETS = {
     "home": 6,
     "deck_page": 7,
-    "study_page": 8,
-    "flip": 6,
+    "study_page": 7,
+    "flip": 5,
     # PostgreSQL writes the review and the progress in one statement (a WITH … UPDATE);
     # SQLite needs UPDATE and INSERT in a transaction (SAVEPOINT/RELEASE inside a test).
-    "rate": 8 if connection.vendor == "postgresql" else 11,
+    "rate": 7 if connection.vendor == "postgresql" else 10,
     "stats": 9,  # with its whole-history figures cached by the first request
     "class_dashboard": 7,  # with the hardest cards cached by the first request
     "export_reviews": 5,  # with the names and questions looked up once, not per row

@@ -64,10 +64,7 @@ def test_new_card_limit_stops_new_cards(student, deck, queued):
         services.record_review(student, card.pk, 5, NOW - timedelta(minutes=10 - i))
     assert pick(student, deck, new_per_day=2) is None
     assert pick(student, deck, new_per_day=3) == 3
-    counts = queue.counts(
-        student, deck, StudySettings(user=student, new_per_day=2), NOW,
-        queue.done_today(student, StudySettings(user=student), NOW),
-    )  # fmt: skip
+    _done, counts = queue.counts(student, deck, StudySettings(user=student, new_per_day=2), NOW)
     assert counts.new == 0
     assert counts.new_limited
 
@@ -80,6 +77,11 @@ def test_review_limit_stops_reviews(student, deck, queued):
     set_progress(student, queued[1], State.REVIEW, NOW - timedelta(days=1))
     assert pick(student, deck, max_reviews_per_day=1, new_per_day=0) is None
     assert pick(student, deck, max_reviews_per_day=2, new_per_day=0) == 2
+    for limit, due, limited in ((1, 0, True), (2, 1, False)):
+        study_settings = StudySettings(user=student, max_reviews_per_day=limit)
+        done, counts = queue.counts(student, deck, study_settings, NOW)
+        assert done.reviews == 1
+        assert (counts.due, counts.reviews_limited) == (due, limited)
 
 
 def test_learn_ahead_only_when_nothing_else_is_left(student, deck, queued):
@@ -122,9 +124,8 @@ def test_counts_and_next_due(student, deck, queued):
     set_progress(student, queued[1], State.REVIEW, NOW - timedelta(days=1))
     set_progress(student, queued[2], State.REVIEW, NOW + timedelta(days=2))
     study_settings = StudySettings(user=student)
-    counts = queue.counts(
-        student, deck, study_settings, NOW, queue.done_today(student, study_settings, NOW)
-    )
+    done, counts = queue.counts(student, deck, study_settings, NOW)
+    assert done == queue.done_today(student, study_settings, NOW)
     assert (counts.new, counts.learning, counts.due) == (3, 1, 1)
     assert queue.next_due(student, deck) == NOW - timedelta(days=1)
 

@@ -879,7 +879,7 @@ class Bench:
             if timings:
                 rows.append((f"next_card, {branch} card ({len(timings)} steps)", timings))
         rows += [
-            ("queue.counts (every study render)", self.core_extras["counts"]),
+            ("queue.counts, with done_today's (every study render)", self.core_extras["counts"]),
             ("services.ensure_progress (page open; inserts nothing)",
              self.core_extras["ensure_progress"]),
         ]  # fmt: skip
@@ -1320,9 +1320,8 @@ def study_path_parts(student: benchdata.Student, steps: int):
     wrap(auth, "get_user", "user load (AuthenticationMiddleware)")
     wrap(queue, "study_deck", "deck and settings (queue.study_deck)")
     wrap(queue, "shown_card", "the shown card (queue.shown_card)")
-    wrap(queue, "done_today", "queue.done_today")
     wrap(queue, "next_card", "queue.next_card")
-    wrap(queue, "counts", "queue.counts")
+    wrap(queue, "counts", "queue.counts (with today's counts)")
     wrap(services, "record_review", "services.record_review (committed)")
     wrap(scheduler, "preview", "scheduler.preview (5 intervals)")
     wrap(views, "_card_token", "card token (signing.dumps)")
@@ -1984,12 +1983,11 @@ def _one_offs(data: benchdata.BenchData) -> dict[str, list[float]]:
     """Timings outside the step: the rest of what the study page runs."""
     user, deck, study_settings = data.user, data.deck, data.study_settings
     now = benchdata.NOW
-    done = queue.done_today(user, study_settings, now)
     perf = time.perf_counter
     results: dict[str, list[float]] = {"counts": [], "ensure_progress": []}
     for _ in range(200):
         start = perf()
-        queue.counts(user, deck, study_settings, now, done)
+        queue.counts(user, deck, study_settings, now)
         results["counts"].append(perf() - start)
     # Every progress row exists, so this inserts nothing; it is the cost of opening the
     # study page.
@@ -2042,7 +2040,7 @@ def _explain(data: benchdata.BenchData) -> list[tuple[str, str, list[object], li
             services.record_review(user, progress.card_id, 4, now, study_settings=study_settings)
             transaction.set_rollback(True)  # a plan, not a rating
         label = "counts (page render, not in step)"
-        queue.counts(user, deck, study_settings, now, done)
+        queue.counts(user, deck, study_settings, now)
         label = "ensure_progress (page open, not in step)"
         services.ensure_progress(user, deck)  # inserts nothing: every row exists
 
