@@ -94,13 +94,18 @@ def ensure_progress(user, deck: Deck) -> None:
         )
 
 
+# The progress row's scheduling state as record_review reads it, after deck_id and id.
+_READ_FIELDS = [
+    "state", "step", "due", "stability", "difficulty", "reps", "lapses", "last_reviewed_at",
+]  # fmt: skip
+
+
 def _read_progress(user, card_id: int) -> tuple | None:
     """The (user, card) progress row's deck and scheduling state, or None."""
     with prepared_cursor() as cursor:
         cursor.execute(
-            "SELECT deck_id, id, state, step, due, stability, difficulty, reps, lapses,"
-            f" last_reviewed_at FROM {CardProgress._meta.db_table}"
-            " WHERE user_id = %s AND card_id = %s",
+            f"SELECT deck_id, id, {', '.join(_READ_FIELDS)}"
+            f" FROM {CardProgress._meta.db_table} WHERE user_id = %s AND card_id = %s",
             [user.pk, card_id],
         )
         return cursor.fetchone()
@@ -134,6 +139,7 @@ def record_review(
     expected_reps: int | None = None,
     study_settings: StudySettings | None = None,
     deck_id: int | None = None,
+    progress: CardProgress | None = None,
 ) -> Review:
     """Append a Review and move the card's progress on, both or neither.
 
@@ -143,6 +149,8 @@ def record_review(
     from the earlier one's result. ``expected_reps`` is the card's review count when it
     was shown; if it has changed since, the rating is stale and raises StaleRating. With
     ``deck_id``, a card of another deck raises CardNotInDeck, and nothing is written.
+    ``progress`` is the card's progress row if the caller has just read it (the rate
+    view reads it with the deck): the first try starts from it instead of reading again.
 
     The statements are written by hand: this runs on every rating, and the ORM's query
     building would cost several times the SQL itself (see BENCHMARKS.md).
@@ -152,8 +160,13 @@ def record_review(
         study_settings = StudySettings.for_user(user)
     fsrs = scheduler_for(study_settings)
     while True:
+        if progress is not None:
+            row = [progress.deck_id, progress.pk, *(getattr(progress, f) for f in _READ_FIELDS)]
+            progress = None  # a second try reads the row again
+        else:
+            row = _progress_row(user, card_id, deck_id)
         (progress_deck, progress_id, state, step, due, stability, difficulty, reps, lapses,
-         last_reviewed) = _progress_row(user, card_id, deck_id)  # fmt: skip
+         last_reviewed) = row  # fmt: skip
         if deck_id is not None and progress_deck != deck_id:
             raise CardNotInDeck
         if expected_reps is not None and reps != expected_reps:
@@ -187,11 +200,11 @@ def record_review(
             difficulty_after=after.difficulty,
             scheduled_days=outcome.scheduled_days,
         )
-        progress = [
+        moved = [
             after.state, after.step, db_datetime(after.due), after.stability, after.difficulty,
             reps + 1, lapses + _is_lapse(before.state, rating), rating, db_datetime(now),
         ]  # fmt: skip
-        review.pk = _write_review(review, progress, progress_id, reps)
+        review.pk = _write_review(review, moved, progress_id, reps)
         if review.pk is not None:
             return review
         # Another rating of this card got in between the read and the write.

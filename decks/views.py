@@ -67,9 +67,12 @@ def _get_deck_for_user(request: HttpRequest, deck_id: int) -> Deck:
     return get_object_or_404(Deck.objects.visible_to(request.user), pk=deck_id)
 
 
-def _study_deck(request: HttpRequest, deck_id: int) -> tuple[Deck, StudySettings]:
-    """The deck (as _get_deck_for_user) and the student's settings, in one query."""
-    found = queue.study_deck(request.user, deck_id)
+def _study_deck(
+    request: HttpRequest, deck_id: int, card_id: int | None = None
+) -> tuple[Deck, StudySettings, CardProgress | None]:
+    """The deck (as _get_deck_for_user), the student's settings and, given a card of the
+    deck, the student's progress on it, in one query."""
+    found = queue.study_deck(request.user, deck_id, card_id)
     if found is None:
         raise Http404("No deck matches the given query.")
     return found
@@ -324,7 +327,7 @@ def _render_study(request: HttpRequest, context: dict, status: int = 200) -> Htt
 @require_GET
 @vary_on_headers("HX-Request")
 def study(request: HttpRequest, deck_id: int) -> HttpResponse:
-    deck, study_settings = _study_deck(request, deck_id)
+    deck, study_settings, _ = _study_deck(request, deck_id)
     if not request.htmx:
         services.ensure_progress(request.user, deck)
     card_id = request.GET.get("card")
@@ -342,16 +345,14 @@ def study(request: HttpRequest, deck_id: int) -> HttpResponse:
 @require_GET
 @vary_on_headers("HX-Request")
 def flip(request: HttpRequest, deck_id: int) -> HttpResponse:
-    deck, study_settings = _study_deck(request, deck_id)
     token = request.GET.get("token", "")
     shown = _read_card_token(token)
+    deck, study_settings, progress = _study_deck(request, deck_id, shown and shown[0])
     if shown is None:
         return HttpResponseBadRequest("This study link is broken or too old. Reload the deck.")
-    card_id, _reps, _shown_ms = shown
-    now = timezone.now()
-    progress = queue.shown_card(request.user, deck, card_id)
     if progress is None:
         raise Http404("That card is not in this deck.")
+    now = timezone.now()
     intervals = scheduler.preview(
         services.progress_state(progress), now, services.scheduler_for(study_settings, fuzz=False)
     )
@@ -376,8 +377,8 @@ def flip(request: HttpRequest, deck_id: int) -> HttpResponse:
 @require_POST
 @vary_on_headers("HX-Request")
 def rate(request: HttpRequest, deck_id: int) -> HttpResponse:
-    deck, study_settings = _study_deck(request, deck_id)
     shown = _read_card_token(request.POST.get("token", ""))
+    deck, study_settings, progress = _study_deck(request, deck_id, shown and shown[0])
     if shown is None:
         return HttpResponseBadRequest("This rating form is broken or too old. Reload the deck.")
     card_id, reps, shown_ms = shown
@@ -398,6 +399,7 @@ def rate(request: HttpRequest, deck_id: int) -> HttpResponse:
             expected_reps=reps,
             study_settings=study_settings,
             deck_id=deck.pk,
+            progress=progress,
         )
     except services.CardNotInDeck:
         raise Http404("That card is not in this deck.") from None
@@ -412,7 +414,7 @@ def rate(request: HttpRequest, deck_id: int) -> HttpResponse:
 @require_POST
 @vary_on_headers("HX-Request")
 def undo(request: HttpRequest, deck_id: int) -> HttpResponse:
-    deck, study_settings = _study_deck(request, deck_id)
+    deck, study_settings, _ = _study_deck(request, deck_id)
     undone = services.undo_last_review(request.user, deck)
     if undone is None:
         messages.info(request, "There is nothing to undo in this deck.")

@@ -27,10 +27,10 @@ BUDGETS = {
     "home": 6,
     "deck_page": 7,
     "study_page": 7,
-    "flip": 5,
+    "flip": 4,
     # PostgreSQL writes the review and the progress in one statement (a WITH … UPDATE);
     # SQLite needs UPDATE and INSERT in a transaction (SAVEPOINT/RELEASE inside a test).
-    "rate": 7 if connection.vendor == "postgresql" else 10,
+    "rate": 6 if connection.vendor == "postgresql" else 9,
     "stats": 9,  # with its whole-history figures cached by the first request
     "class_dashboard": 7,  # with the hardest cards cached by the first request
     "export_reviews": 5,  # with the names and questions looked up once, not per row

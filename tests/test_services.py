@@ -107,6 +107,22 @@ def test_rating_of_a_card_rated_since_it_was_shown_is_stale(monkeypatch, student
     assert snapshot(student, card)["reps"] == 1
 
 
+def test_a_progress_row_the_caller_read_before_another_rating_is_read_again(student, card):
+    services.record_review(student, card.pk, 3, NOW)
+    read_earlier = CardProgress.objects.get(user=student, card=card)
+    services.record_review(student, card.pk, 4, NOW + timedelta(minutes=1))
+    services.record_review(student, card.pk, 5, NOW + timedelta(minutes=2), progress=read_earlier)
+    _first, second, third = Review.objects.filter(card=card).order_by("id")
+    assert third.state_before == second.state_after
+    assert third.due_before == second.due_after
+    assert snapshot(student, card)["reps"] == 3
+    with pytest.raises(services.StaleRating):
+        services.record_review(
+            student, card.pk, 5, NOW + timedelta(minutes=3), expected_reps=1,
+            progress=read_earlier,
+        )  # fmt: skip
+
+
 def test_lapse_counts_a_forgotten_review_card(student, card):
     first = services.record_review(student, card.pk, 5, NOW)
     services.record_review(student, card.pk, 1, first.due_after)
