@@ -40,6 +40,8 @@ def prepared_cursor() -> Iterator:
         return
     from django.db.backends.postgresql.base import ServerBindingCursor
 
+    # What connection.cursor() does first: reconnect if a kept connection has died.
+    connection.close_if_health_check_failed()
     connection.ensure_connection()
     connection.validate_thread_sharing()
     raw = ServerBindingCursor(connection.connection)

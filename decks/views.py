@@ -347,7 +347,7 @@ def study(request: HttpRequest, deck_id: int) -> HttpResponse:
 def flip(request: HttpRequest, deck_id: int) -> HttpResponse:
     token = request.GET.get("token", "")
     shown = _read_card_token(token)
-    deck, study_settings, progress = _study_deck(request, deck_id, shown and shown[0])
+    deck, study_settings, progress = _study_deck(request, deck_id, shown[0] if shown else None)
     if shown is None:
         return HttpResponseBadRequest("This study link is broken or too old. Reload the deck.")
     if progress is None:
@@ -378,7 +378,7 @@ def flip(request: HttpRequest, deck_id: int) -> HttpResponse:
 @vary_on_headers("HX-Request")
 def rate(request: HttpRequest, deck_id: int) -> HttpResponse:
     shown = _read_card_token(request.POST.get("token", ""))
-    deck, study_settings, progress = _study_deck(request, deck_id, shown and shown[0])
+    deck, study_settings, progress = _study_deck(request, deck_id, shown[0] if shown else None)
     if shown is None:
         return HttpResponseBadRequest("This rating form is broken or too old. Reload the deck.")
     card_id, reps, shown_ms = shown

@@ -1789,8 +1789,9 @@ after; the profiles come from `--profile`):
   (as a browser does) instead of waiting for the server's close: 324 → 355 steps/s at
   8 students. gthread workers with kept-alive connections were slower (287 steps/s).
 
-This machine's speed drifts by up to ±30 % over minutes, so the changes below were
-measured as A/B pairs, the two versions alternated back to back:
+This machine's speed drifts by up to ±30 % over minutes, so each change below was
+measured against the code before it within minutes, and where the difference was near
+that drift the two versions were alternated, A/B, several times:
 
 - a rating written in one statement on PostgreSQL (optimistic: the progress row is read
   without a lock, then `WITH moved AS (UPDATE … WHERE reps = read reps) INSERT …`
