@@ -271,13 +271,19 @@ def _summary(durations: list[float]) -> dict[str, float | int | None]:
     }
 
 
-async def main(config: dict) -> dict:
+def _target(config: dict) -> tuple[str, int, int, list[dict]]:
+    """The server (loopback only) and the students to run, from the config."""
     host, port = config.get("host", "127.0.0.1"), int(config["port"])
     check_loopback(host)
     concurrency = int(config["concurrency"])
     students = config["students"][:concurrency]
     if len(students) < concurrency:
         raise SystemExit(f"loadgen: {concurrency} students asked for, {len(students)} given")
+    return host, port, concurrency, students
+
+
+async def main(config: dict) -> dict:
+    host, port, concurrency, students = _target(config)
     duration = float(config["duration"])
     run = Run(host, port, deadline=0.0, timeout=float(config.get("timeout", 30)))
     results = [StudentResult(deck=spec["deck"]) for spec in students]
@@ -321,12 +327,7 @@ def run_wrk(config: dict) -> dict:
     """The same run through wrk (a C client, Debian's ``wrk``) and bench/wrk_study.lua,
     summed up as main() sums up its own: the load generator shares the CPU with the
     server, and wrk takes a fraction of what this asyncio client does."""
-    host, port = config.get("host", "127.0.0.1"), int(config["port"])
-    check_loopback(host)
-    concurrency = int(config["concurrency"])
-    students = config["students"][:concurrency]
-    if len(students) < concurrency:
-        raise SystemExit(f"loadgen: {concurrency} students asked for, {len(students)} given")
+    host, port, concurrency, students = _target(config)
     seconds = max(math.ceil(float(config["duration"])), 1)
     timeout = math.ceil(float(config.get("timeout", 30)))
     with tempfile.NamedTemporaryFile("w", suffix=".tsv") as listing:
