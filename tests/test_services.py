@@ -183,7 +183,7 @@ def test_undo_after_any_sequence_restores_previous_state(student, deck, sequence
     assert not Review.objects.filter(card=card).exists()
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="two connections at once need PostgreSQL")
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="needs PostgreSQL: two connections")
 @pytest.mark.django_db(transaction=True)
 def test_two_concurrent_ratings_apply_one_after_the_other():
     student = make_user("racer")
