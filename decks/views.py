@@ -315,8 +315,10 @@ def _study_urls(deck_id: int, script_prefix: str) -> dict[str, str]:
     return {key: reverse(name, kwargs={"deck_id": deck_id}) for key, name in names.items()}
 
 
-def _render_study(request: HttpRequest, context: dict, status: int = 200) -> HttpResponse:
-    template = "decks/study.html#study" if request.htmx else "decks/study.html"
+def _render_study(
+    request: HttpRequest, context: dict, status: int = 200, partial: str = "study"
+) -> HttpResponse:
+    template = f"decks/study.html#{partial}" if request.htmx else "decks/study.html"
     context["urls"] = _study_urls(context["deck"].pk, get_script_prefix())
     if not request.htmx:
         context["first_time"] = not Review.objects.filter(user=request.user).exists()
@@ -358,7 +360,6 @@ def flip(request: HttpRequest, deck_id: int) -> HttpResponse:
     )
     context = {
         "deck": deck,
-        "counts": queue.counts(request.user, deck, study_settings, now)[1],
         "progress": progress,
         "revealed": True,
         "token": token,
@@ -370,6 +371,9 @@ def flip(request: HttpRequest, deck_id: int) -> HttpResponse:
             for group in RATING_GROUPS
         ],
     }
+    if request.htmx:  # the card alone: the page's counts still stand (nothing was rated)
+        return _render_study(request, context, partial="card")
+    context["counts"] = queue.counts(request.user, deck, study_settings, now)[1]
     return _render_study(request, context)
 
 

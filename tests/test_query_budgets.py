@@ -27,7 +27,7 @@ BUDGETS = {
     "home": 6,
     "deck_page": 7,
     "study_page": 7,
-    "flip": 4,
+    "flip": 3,  # the card alone: the page's counts still stand
     # PostgreSQL writes the review and the progress in one statement (a WITH … UPDATE);
     # SQLite needs UPDATE and INSERT in a transaction (SAVEPOINT/RELEASE inside a test).
     "rate": 6 if connection.vendor == "postgresql" else 9,

@@ -64,6 +64,19 @@ def test_flip_shows_answer_and_five_rating_buttons_with_intervals(student_client
         assert "Recalled it instantly" in html
 
 
+def test_htmx_flip_swaps_in_the_card_alone(student_client, u):
+    """The question's counts still stand after a flip (nothing was rated), so an htmx
+    flip answers only the card, which the flip form targets; without htmx, the page."""
+    page = student_client.get(u["study"])
+    assert 'hx-target="closest .study-card" hx-swap="outerHTML"' in page.content.decode()
+    html = student_client.get(u["flip"], {"token": token_in(page)}, **HX).content.decode()
+    assert html.strip().startswith('<article class="study-card"')
+    assert html.strip().endswith("</article>")
+    assert "Answer 1" in html and "queue-counts" not in html and 'id="undo"' not in html
+    full = student_client.get(u["flip"], {"token": token_in(page)}).content.decode()
+    assert "3 new" in full and "Answer 1" in full
+
+
 def test_rate_with_htmx_records_and_returns_next_question(student_client, student, u):
     token = token_in(student_client.get(u["study"]))
     response = student_client.post(u["rate"], {"token": token, "rating": "4"}, **HX)
@@ -228,14 +241,15 @@ def test_markdown_is_rendered_and_sanitised(student_client, student):
 @pytest.mark.parametrize("size", [10, 2000])
 def test_study_step_query_count_is_constant(student_client, student, size,
                                             django_assert_num_queries):  # fmt: skip
-    """Flip: session, user, deck with settings and the card's progress, today's and the
-    queue's counts. Rate: session, user, deck with settings and the card's progress, the
-    write, today's and the queue's counts, the one-statement queue. The write is one
-    statement on PostgreSQL, and a savepoint, update, insert and release on SQLite."""
+    """Flip: session, user, deck with settings and the card's progress (it swaps in the
+    card alone, so it counts nothing). Rate: session, user, deck with settings and the
+    card's progress, the write, today's and the queue's counts, the one-statement queue.
+    The write is one statement on PostgreSQL, and a savepoint, update, insert and release
+    on SQLite."""
     deck = make_deck("Sized", cards=size)
     p = urls(deck)
     token = token_in(student_client.get(p["study"]))
-    with django_assert_num_queries(4):
+    with django_assert_num_queries(3):
         student_client.get(p["flip"], {"token": token}, **HX)
     with django_assert_num_queries(6 if connection.vendor == "postgresql" else 9):
         student_client.post(p["rate"], {"token": token, "rating": "3"}, **HX)

@@ -273,7 +273,7 @@ def test_a_shortcut_pressed_before_htmx_settles_waits_for_it_instead_of_loading_
     )
     rate_requests = []
     page.on("request", lambda r: rate_requests.append(r) if "/rate/" in r.url else None)
-    settling = page.locator("#study.htmx-settling")
+    settling = page.locator(".study-card.htmx-settling")  # the flip swaps the card in
 
     page.keyboard.press("Space")
     expect(settling).to_be_attached()

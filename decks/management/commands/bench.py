@@ -1883,6 +1883,7 @@ def _run_session(data: benchdata.BenchData, steps: int, warmup: int) -> Session:
             time_taken_ms=rng.randint(1500, 12000),
             expected_reps=progress.reps,
             study_settings=study_settings,
+            progress=progress,  # as the rate view does with the row it has just read
         )
 
     def counted_step(at: datetime) -> None:
