@@ -4,6 +4,7 @@ import zoneinfo
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.contrib.sessions.base_session import AbstractBaseSession
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import connection, models
 from django.db.models import Count, FilteredRelation, OuterRef, Q, Subquery, Value
@@ -329,3 +330,26 @@ class StudySettings(models.Model):
             # Aware arithmetic keeps the wall-clock hour across a DST change.
             start -= timedelta(days=1)
         return start
+
+
+class UserSession(AbstractBaseSession):
+    """Django's database session, with the signed-in user's id in a column of its own
+    (set when the session is saved): the session engine, studyapp.sessions, reads the
+    user's row in the same statement as the session, which every signed-in request needs
+    and Django reads one after the other."""
+
+    # No database constraint: a session may outlive its user (Django's own sessions do,
+    # and then sign nobody in); deleting a user through Django deletes their sessions.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        on_delete=models.CASCADE,
+        db_constraint=False,
+        related_name="+",
+    )
+
+    @classmethod
+    def get_session_store_class(cls):
+        from studyapp.sessions import SessionStore
+
+        return SessionStore

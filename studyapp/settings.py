@@ -200,7 +200,7 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 
-SESSION_ENGINE = "studyapp.sessions"  # the database backend, its read in raw SQL
+SESSION_ENGINE = "studyapp.sessions"  # database sessions, read with the user in one statement
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -241,15 +241,16 @@ def test_markdown_is_rendered_and_sanitised(student_client, student):
 @pytest.mark.parametrize("size", [10, 2000])
 def test_study_step_query_count_is_constant(student_client, student, size,
                                             django_assert_num_queries):  # fmt: skip
-    """Flip: session, user, deck with settings and the card's progress (it swaps in the
-    card alone, so it counts nothing). Rate: session, user, deck with settings and the
-    card's progress, the write, today's and the queue's counts, the one-statement queue.
+    """Flip: session with its user, deck with settings and the card's progress (it swaps
+    in the card alone, so it counts nothing). Rate: session with its user, deck with
+    settings and the card's progress, the write, today's and the queue's counts, the
+    one-statement queue.
     The write is one statement on PostgreSQL, and a savepoint, update, insert and release
     on SQLite."""
     deck = make_deck("Sized", cards=size)
     p = urls(deck)
     token = token_in(student_client.get(p["study"]))
-    with django_assert_num_queries(3):
+    with django_assert_num_queries(2):
         student_client.get(p["flip"], {"token": token}, **HX)
-    with django_assert_num_queries(6 if connection.vendor == "postgresql" else 9):
+    with django_assert_num_queries(5 if connection.vendor == "postgresql" else 8):
         student_client.post(p["rate"], {"token": token, "rating": "3"}, **HX)
