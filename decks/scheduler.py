@@ -156,11 +156,15 @@ def to_fsrs(card: CardState, now: datetime) -> fsrs.Card | None:
 
 
 def preview(card: CardState, now: datetime, scheduler: fsrs.Scheduler) -> dict[int, timedelta]:
-    """The interval each rating 1–5 would schedule, for the rating buttons."""
-    return {
-        rating: timedelta(days=review(card, rating, now, scheduler).scheduled_days)
-        for rating in RATING_TO_FSRS
+    """The interval each rating 1–5 would schedule, for the rating buttons: review()'s
+    due date, with one FSRS review per grade (1 and 2 are both Again) from one card."""
+    now = _utc(now)
+    start = _to_fsrs(card, now)
+    intervals = {
+        grade: scheduler.review_card(start, grade, now)[0].due - now
+        for grade in set(RATING_TO_FSRS.values())
     }
+    return {rating: intervals[grade] for rating, grade in RATING_TO_FSRS.items()}
 
 
 def format_interval(interval: timedelta) -> str:

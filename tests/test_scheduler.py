@@ -111,6 +111,16 @@ def test_higher_rating_never_gives_shorter_interval(sequence, minutes):
         assert [intervals[r] for r in range(1, 6)] == sorted(intervals.values())
 
 
+@settings(max_examples=60, deadline=None)
+@given(ratings, gaps)
+def test_preview_shows_what_each_rating_would_schedule(sequence, minutes):
+    for before, _after, reviewed_at in _walk(sequence, minutes):
+        intervals = preview(before, reviewed_at, SCHED)
+        for rating in range(1, 6):
+            due = review(before, rating, reviewed_at, SCHED).after.due
+            assert intervals[rating] == due - reviewed_at
+
+
 def test_retrievability_matches_fsrs():
     card = review(review(CardState(), 4, NOW, SCHED).after, 4, NOW + timedelta(days=1), SCHED)
     memory = card.after

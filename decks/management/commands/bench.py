@@ -1287,10 +1287,10 @@ def reconnect_cost(times: int = 100) -> list[float]:
 def study_path_parts(student: benchdata.Student, steps: int):
     """Run the study flow with the view's parts wrapped in timers (see _path_details)."""
     from django.contrib import auth
+    from django.contrib.sessions.backends import db as db_sessions
 
     from decks import views
     from decks.templatetags import cards as cards_tags
-    from studyapp.sessions import SessionStore
 
     current = ["page"]
     parts: dict[str, dict[str, list[float]]] = {
@@ -1322,7 +1322,8 @@ def study_path_parts(student: benchdata.Student, steps: int):
         patched.append((owner, attribute, original))
         setattr(owner, attribute, timed)
 
-    wrap(SessionStore, "load", "session and user row (SessionMiddleware)")
+    # studyapp.sessions.SessionStore inherits load() from Django's database store
+    wrap(db_sessions.SessionStore, "load", "session and user row (SessionMiddleware)")
     wrap(auth, "get_user", "user check (AuthenticationMiddleware)")
     wrap(queue, "study_deck", "deck, settings, the card's progress (queue.study_deck)")
     wrap(queue, "next_card", "queue.next_card")
