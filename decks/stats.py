@@ -9,6 +9,7 @@ from __future__ import annotations
 import zoneinfo
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
@@ -82,6 +83,20 @@ class DeckSummary:
     studied: int = 0
     mastery: float = 0.0  # self-rated mastery, 0–100
     recall: float | None = None  # predicted recall now over studied cards, 0–100
+
+    # Whole percentages for the home page, rounded as floatformat:0 rounds (halves up);
+    # the home page lists every deck, and the filter cost more than the rest of a row.
+    @property
+    def mastery_percent(self) -> int:
+        return whole_percent(self.mastery)
+
+    @property
+    def recall_percent(self) -> int | None:
+        return None if self.recall is None else whole_percent(self.recall)
+
+
+def whole_percent(value: float) -> int:
+    return int(Decimal(repr(value)).quantize(Decimal(1), ROUND_HALF_UP))
 
 
 def mastery_sum() -> Sum:

@@ -5,6 +5,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 import time_machine
+from django.template.defaultfilters import floatformat
 
 from decks import scheduler, services, stats
 from decks.models import CardProgress, Deck, State, StudySettings
@@ -177,3 +178,8 @@ def test_home_query_budget_with_figures(student_client, student, decks,
         services.record_review(student, deck.cards.first().pk, 4, NOW)
     with django_assert_max_num_queries(7):
         assert student_client.get("/").status_code == 200
+
+
+@pytest.mark.parametrize("value", [0.0, 0.5, 1.5, 2.5, 33.333, 49.5, 66.66666, 99.5, 100.0])
+def test_home_percentages_round_as_the_templates_do(value):
+    assert str(stats.whole_percent(value)) == floatformat(value, 0)
