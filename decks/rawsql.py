@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, lru_cache
 
 from django.db import connection
 from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
@@ -33,21 +33,41 @@ def prepared_cursor() -> Iterator:
     on the server, so each statement is prepared on its first run in a connection and
     not planned again (settings: prepare_threshold); planning the queue's statement costs
     several times running it. The ORM's own cursors stay client-side and unprepared.
-    SQLite has no planning worth saving: the usual cursor."""
-    if connection.vendor != "postgresql":
-        with connection.cursor() as cursor:
-            yield cursor
-        return
-    from django.db.backends.postgresql.base import ServerBindingCursor
-
+    SQLite has no planning worth saving, but Django's cursor rewrites every statement's
+    placeholders with a regular expression on every run: this one remembers them."""
     # What connection.cursor() does first: reconnect if a kept connection has died.
     connection.close_if_health_check_failed()
     connection.ensure_connection()
     connection.validate_thread_sharing()
-    raw = ServerBindingCursor(connection.connection)
-    wrapper = _LoggedPreparedCursor if connection.queries_logged else CursorWrapper
+    if connection.vendor == "postgresql":
+        from django.db.backends.postgresql.base import ServerBindingCursor
+
+        raw = ServerBindingCursor(connection.connection)
+        wrapper = _LoggedPreparedCursor if connection.queries_logged else CursorWrapper
+    else:
+        raw = connection.connection.cursor(factory=_sqlite_cursor_class())
+        wrapper = CursorDebugWrapper if connection.queries_logged else CursorWrapper
     with wrapper(raw, connection) as cursor:
         yield cursor
+
+
+@cache
+def _sqlite_cursor_class():
+    from django.db.backends.sqlite3.base import FORMAT_QMARK_REGEX, SQLiteCursorWrapper
+
+    @lru_cache(maxsize=256)
+    def qmark(query: str) -> str:
+        return FORMAT_QMARK_REGEX.sub("?", query).replace("%%", "%")
+
+    class FixedStatementCursor(SQLiteCursorWrapper):
+        """Django's SQLite cursor, converting each fixed statement to qmark style once."""
+
+        def convert_query(self, query, *, param_names=None):
+            if param_names is None:
+                return qmark(query)
+            return super().convert_query(query, param_names=param_names)
+
+    return FixedStatementCursor
 
 
 def db_datetime(value: datetime | None):
@@ -127,6 +147,7 @@ def instance(model, values: Sequence):
     return model.from_db(connection.alias, None, row)
 
 
+@cache
 def columns(model, alias: str) -> str:
     """``alias.column, …`` for all of the model's concrete fields, in field order."""
     return ", ".join(f"{alias}.{field.column}" for field in model._meta.concrete_fields)
