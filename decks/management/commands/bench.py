@@ -1824,6 +1824,32 @@ that drift the two versions were alternated, A/B, several times:
   and record_review starting from that row: one statement fewer per flip and rating
   (flip 6 → 4 statements and rate 11 → 9 on SQLite, 8 → 6 on PostgreSQL, with the
   change above).
+
+Then, on 26 November (same method; HTTP figures are 8 / 32 students, steps/s):
+
+- an htmx flip swaps in the card alone and counts nothing (flipping rates nothing, so the
+  question's counts still stand): flip 4 → 3 statements, without queue.counts, its
+  dearest (0.46 ms SQLite, about 1 ms PostgreSQL);
+- the rating buttons rendered once per set of intervals (lru_cache; every new card's
+  are the same): the flip fragment's render 0.49 → 0.11 ms with the change above; the
+  two, against the code before them, over HTTP on SQLite: 244/233, 287/239 →
+  263/282, 292/296;
+- the session row names its user (decks.UserSession), so one statement reads session
+  and user: one statement fewer per signed-in request; HTTP on SQLite 310/268,
+  311/291 → 296/287, 310/310 (within the drift), on PostgreSQL 185/187, 205/214 →
+  218/208, 214/208;
+- scheduler.preview with one FSRS review per grade from one converted card (1 and 2 are
+  both Again): 0.20 → about 0.14 ms per flip;
+- the home page's links from the cached reversals and its percentages rounded in Python
+  instead of floatformat: its render with 50 decks 17.6 → 10.2 ms;
+- the study step's SQLite statements converted to qmark style once (Django's cursor runs
+  a regular expression per execute: 2.7 % of a gunicorn worker's samples under load in
+  py-spy) and the raw SELECT lists cached: not measurable over HTTP within the drift;
+- all of these together, against the code before them, over HTTP on SQLite: 230/231 →
+  318/267 in one A/B pair (253/253, 219/229 → 303/243, 281/235 in two more);
+- the bench's scheduler core hands next_card's row to record_review, as the rate view
+  does with the row it has just read (one read fewer), and its test client sends the
+  rating form-encoded, as htmx does, instead of multipart.
 """
 
 
