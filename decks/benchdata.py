@@ -329,9 +329,28 @@ def rewind(user_ids: Iterable[int], after_id: int) -> int:
     Works after any kind of session (in process, over HTTP, several processes), because
     the history itself says what the state was. Returns the number of reviews removed.
     """
+    removed = _rewind(list(user_ids), after_id)
+    vacuum_after_rewind()
+    return removed
+
+
+def vacuum_after_rewind() -> None:
+    """On PostgreSQL, vacuum the tables a rewind rewrote, as the generator left them.
+
+    Each run rates and rewinds the same cards, so without this their dead row versions
+    pile up run after run (70,000 on the progress table after a dozen runs: too few for
+    autovacuum to start on a table this size), and the queue's index-only scans visit
+    each of them: rate + next question 6.9 -> 6.2 ms on the same code. In real use a
+    card is rated once in a while, not over and over, and autovacuum keeps up."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(f"VACUUM {CardProgress._meta.db_table}, {Review._meta.db_table}")
+
+
+def _rewind(user_ids: list[int], after_id: int) -> int:
     review = Review._meta.db_table
     progress = CardProgress._meta.db_table
-    user_ids = list(user_ids)
     marks = ", ".join(["%s"] * len(user_ids))
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(

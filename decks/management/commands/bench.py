@@ -1978,6 +1978,7 @@ def _restore(user, saved: dict[int, dict[str, object]], last_review_id: int) -> 
             [CardProgress(**values) for values in saved.values()], fields, batch_size=500
         )
         Review.objects.filter(user=user, id__gt=last_review_id).delete()
+    benchdata.vacuum_after_rewind()
 
 
 def _sample_branch(session: Session) -> str:
