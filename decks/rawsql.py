@@ -9,11 +9,11 @@ as the ORM's on both SQLite and PostgreSQL.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from functools import cache, lru_cache
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 from django.utils.dateparse import parse_datetime
 
@@ -23,8 +23,42 @@ class _LoggedPreparedCursor(CursorDebugWrapper):
     as the client-side cursors log them (psycopg keeps no such text for these)."""
 
     def execute(self, sql, params=None):
-        with self.debug_sql(connection.ops.compose_sql(sql, params)):
+        with self.debug_sql(self.db.ops.compose_sql(sql, params)):
             return CursorWrapper.execute(self, sql, params)
+
+
+class _Statement:
+    """What Django's CursorWrapper does for a statement, less its per-call indirection:
+    database errors become Django's (so DatabaseUnavailableMiddleware still sees them)
+    and a broken transaction is still refused. prepared_cursor uses it only when nothing
+    watches the queries (no query log, no execute_wrapper), where CursorWrapper's
+    layers cost about as much as running one of the study step's statements on SQLite."""
+
+    __slots__ = ("cursor", "db")
+
+    def __init__(self, cursor, db) -> None:
+        self.cursor, self.db = cursor, db
+
+    def execute(self, sql: str, params=None):
+        self.db.validate_no_broken_transaction()
+        with self.db.wrap_database_errors:
+            return self.cursor.execute(sql, params)
+
+    def fetchone(self):
+        with self.db.wrap_database_errors:
+            return self.cursor.fetchone()
+
+    def fetchall(self):
+        with self.db.wrap_database_errors:
+            return self.cursor.fetchall()
+
+    @property
+    def rowcount(self) -> int:
+        return self.cursor.rowcount
+
+    @property
+    def lastrowid(self):
+        return self.cursor.lastrowid
 
 
 @contextmanager
@@ -35,20 +69,28 @@ def prepared_cursor() -> Iterator:
     several times running it. The ORM's own cursors stay client-side and unprepared.
     SQLite has no planning worth saving, but Django's cursor rewrites every statement's
     placeholders with a regular expression on every run: this one remembers them."""
+    db = connections[DEFAULT_DB_ALIAS]
     # What connection.cursor() does first: reconnect if a kept connection has died.
-    connection.close_if_health_check_failed()
-    connection.ensure_connection()
-    connection.validate_thread_sharing()
-    if connection.vendor == "postgresql":
+    db.close_if_health_check_failed()
+    db.ensure_connection()
+    db.validate_thread_sharing()
+    if db.vendor == "postgresql":
         from django.db.backends.postgresql.base import ServerBindingCursor
 
-        raw = ServerBindingCursor(connection.connection)
-        wrapper = _LoggedPreparedCursor if connection.queries_logged else CursorWrapper
+        raw = ServerBindingCursor(db.connection)
+        logged = _LoggedPreparedCursor
     else:
-        raw = connection.connection.cursor(factory=_sqlite_cursor_class())
-        wrapper = CursorDebugWrapper if connection.queries_logged else CursorWrapper
-    with wrapper(raw, connection) as cursor:
-        yield cursor
+        raw = db.connection.cursor(factory=_sqlite_cursor_class())
+        logged = CursorDebugWrapper
+    if db.queries_logged or db.execute_wrappers:  # tests, DEBUG, the bench's counters
+        with (logged if db.queries_logged else CursorWrapper)(raw, db) as cursor:
+            yield cursor
+        return
+    try:
+        yield _Statement(raw, db)
+    finally:
+        with suppress(db.Database.Error):  # as CursorWrapper closes
+            raw.close()
 
 
 @cache
