@@ -1856,6 +1856,19 @@ Then, on 26 November (same method; HTTP figures are 8 / 32 students, steps/s):
 - the bench's scheduler core hands next_card's row to record_review, as the rate view
   does with the row it has just read (one read fewer), and its test client sends the
   rating form-encoded, as htmx does, instead of multipart.
+
+And later on 26 November:
+
+- the study step's statements run without Django's CursorWrapper layers when nothing
+  watches the queries (rawsql.prepared_cursor; the query log and execute wrappers still
+  get them): 23–29 µs saved per statement on SQLite, 33–57 µs on PostgreSQL, timed
+  interleaved in one process; HTTP on SQLite 375/382, 341/358 → 417/406, 390/437 in two
+  A/B pairs; on PostgreSQL within the drift (272/273, 261/269 → 276/260, 263/265);
+- tried and dropped: gunicorn's C request parser (gunicorn_h1c; 284/284, 291/290 →
+  261/298, 255/261), no connection health check on PostgreSQL (one `SELECT 1` per
+  request; within the drift), and the reviews CSV's cells built as text by SQLite
+  (fetching 8 values instead of 12 took 4.9 s instead of 2.6 s: SQLite's string
+  concatenation costs more than Python's formatting).
 """
 
 
