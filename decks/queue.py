@@ -88,7 +88,7 @@ def study_deck(
     if not user.is_staff:  # the rule of Deck.objects.visible_to
         sql += " AND (d.is_public OR d.owner_id = %s)"
         params.append(user.pk)
-    with rawsql.prepared_cursor() as cursor:
+    with rawsql.prepared_cursor(binary=False) as cursor:  # the settings' JSON column
         cursor.execute(sql, params)
         row = cursor.fetchone()
     if row is None:

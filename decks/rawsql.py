@@ -62,13 +62,18 @@ class _Statement:
 
 
 @contextmanager
-def prepared_cursor() -> Iterator:
+def prepared_cursor(*, binary: bool = True) -> Iterator:
     """A cursor for the study step's fixed statements. On PostgreSQL it binds parameters
     on the server, so each statement is prepared on its first run in a connection and
     not planned again (settings: prepare_threshold); planning the queue's statement costs
     several times running it. The ORM's own cursors stay client-side and unprepared.
     SQLite has no planning worth saving, but Django's cursor rewrites every statement's
-    placeholders with a regular expression on every run: this one remembers them."""
+    placeholders with a regular expression on every run: this one remembers them.
+
+    On PostgreSQL the results come in binary, read by psycopg's C loaders; Django's own
+    loader for timestamptz text is Python (next_card: 0.32 → 0.27 ms). Datetimes come
+    back in UTC as with the ORM. ``binary=False`` is for statements that read a jsonb
+    column: Django's JSONField decodes the text itself."""
     db = connections[DEFAULT_DB_ALIAS]
     # What connection.cursor() does first: reconnect if a kept connection has died.
     db.close_if_health_check_failed()
@@ -78,6 +83,8 @@ def prepared_cursor() -> Iterator:
         from django.db.backends.postgresql.base import ServerBindingCursor
 
         raw = ServerBindingCursor(db.connection)
+        if binary:
+            raw.format = _binary_format()
         logged = _LoggedPreparedCursor
     else:
         raw = db.connection.cursor(factory=_sqlite_cursor_class())
@@ -91,6 +98,13 @@ def prepared_cursor() -> Iterator:
     finally:
         with suppress(db.Database.Error):  # as CursorWrapper closes
             raw.close()
+
+
+@cache
+def _binary_format():
+    from psycopg.pq import Format
+
+    return Format.BINARY
 
 
 @cache

@@ -134,3 +134,29 @@ def test_other_students_progress_is_not_in_my_queue(student, other_student, deck
     services.ensure_progress(other_student, deck)
     set_progress(other_student, queued[3], State.LEARNING, NOW - timedelta(minutes=1))
     assert pick(student, deck) == 1
+
+
+def _fields(instance) -> dict:
+    return {f.attname: getattr(instance, f.attname) for f in instance._meta.concrete_fields}
+
+
+def test_the_study_reads_give_what_the_orm_reads(student, deck, queued):
+    """The hand-written reads (binary results on PostgreSQL) against the ORM's, field by
+    field: datetimes, floats, the settings' JSON parameters."""
+    set_progress(student, queued[0], State.REVIEW, NOW - timedelta(days=1))
+    parameters = [round(0.1 * i + 0.2, 4) for i in range(21)]
+    StudySettings.objects.create(
+        user=student, fsrs_parameters=parameters, model_fitted_at=NOW, new_per_day=7
+    )
+    found_deck, found_settings, found_progress = queue.study_deck(student, deck.pk, queued[0].pk)
+    assert _fields(found_deck) == _fields(deck)
+    assert _fields(found_settings) == _fields(StudySettings.objects.get(user=student))
+    assert found_settings.fsrs_parameters == parameters
+    orm_progress = CardProgress.objects.get(user=student, card=queued[0])
+    assert _fields(found_progress) == _fields(orm_progress)
+    assert _fields(found_progress.card) == _fields(queued[0])
+    done = queue.done_today(student, found_settings, NOW)
+    following = queue.next_card(student, deck, found_settings, NOW, done)
+    assert _fields(following) == _fields(orm_progress)
+    assert following.due.utcoffset() == timedelta(0)
+    assert _fields(following.card) == _fields(queued[0])
