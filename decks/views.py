@@ -136,7 +136,14 @@ def healthz(request: HttpRequest) -> HttpResponse:
 def home(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     study_settings = StudySettings.for_user(request.user)
-    decks = list(Deck.objects.visible_to(request.user).with_card_counts().select_related("owner"))
+    # Only what the list shows: the rest of each row (and the owner's) would be read and
+    # converted for every deck.
+    decks = list(
+        Deck.objects.visible_to(request.user)
+        .with_card_counts()
+        .select_related("owner")
+        .only("title", "is_public", "owner__username")
+    )
     done = queue.done_today(request.user, study_settings, now)
     summaries = stats.deck_summaries(request.user, decks, study_settings, now, done.new)
     prefix = get_script_prefix()
