@@ -48,10 +48,6 @@ class _Statement:
         with self.db.wrap_database_errors:
             return self.cursor.fetchone()
 
-    def fetchall(self):
-        with self.db.wrap_database_errors:
-            return self.cursor.fetchall()
-
     @property
     def rowcount(self) -> int:
         return self.cursor.rowcount

@@ -29,8 +29,8 @@ def test_a_statement_answers_rows_and_closes_its_cursor(watched):
     with prepared_cursor() as cursor:
         cursor.execute("SELECT %s + 1, %s", [41, "x"])
         assert cursor.fetchone() == (42, "x")
-        cursor.execute("SELECT 1 UNION ALL SELECT 2")
-        assert sorted(cursor.fetchall()) == [(1,), (2,)]
+        cursor.execute("SELECT 1 WHERE 1 = 0")
+        assert cursor.fetchone() is None
         cursor.execute("UPDATE auth_user SET first_name = %s WHERE id < 0", ["nobody"])
         assert cursor.rowcount == 0
     with pytest.raises(Error):
