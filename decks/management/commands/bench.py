@@ -1875,7 +1875,12 @@ And later on 26 November:
 - the home page's deck list printing its whole numbers with `{{% localize off %}}` (str()
   instead of number_format, same text) and reading only the deck columns it shows:
   50-deck home page 21.95 → 20.55 ms, then 18.82 → 18.14 ms (PostgreSQL 34.44 → 33.24
-  ms), interleaved.
+  ms), interleaved;
+- also tried, no gain beyond the drift (8 / 32 students): TCP_CORK on each response
+  (a gunicorn pre_request hook; 414/399, 402/383 → 432/385, 428/389), gthread workers
+  with kept-alive connections (1 or 2 threads: 327/362, 297/371 against 372/312),
+  gunicorn 25.3 instead of 27 (which lingers on each closed socket), and dropping the
+  single-column user_id indexes of progress and reviews (record_review on PostgreSQL).
 """
 
 
