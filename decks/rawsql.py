@@ -77,10 +77,11 @@ def prepared_cursor(*, binary: bool = True) -> Iterator:
     db.validate_thread_sharing()
     if db.vendor == "postgresql":
         from django.db.backends.postgresql.base import ServerBindingCursor
+        from psycopg.pq import Format
 
         raw = ServerBindingCursor(db.connection)
         if binary:
-            raw.format = _binary_format()
+            raw.format = Format.BINARY
         logged = _LoggedPreparedCursor
     else:
         raw = db.connection.cursor(factory=_sqlite_cursor_class())
@@ -94,13 +95,6 @@ def prepared_cursor(*, binary: bool = True) -> Iterator:
     finally:
         with suppress(db.Database.Error):  # as CursorWrapper closes
             raw.close()
-
-
-@cache
-def _binary_format():
-    from psycopg.pq import Format
-
-    return Format.BINARY
 
 
 @cache
