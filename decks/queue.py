@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
+from functools import cache, lru_cache
 
 from django.db.models import Min
 
@@ -110,46 +110,69 @@ def _mine(user, deck: Deck):
     return CardProgress.objects.filter(user=user, deck=deck)
 
 
-@lru_cache(maxsize=4)
-def _next_card_sql(reviews_allowed: bool, new_allowed: bool) -> str:
+@lru_cache(maxsize=5)
+def _next_card_sql(reviews_allowed: bool | None, new_allowed: bool | None) -> str:
     """One statement for the whole queue: each branch is an index range scan that stops at
     its first row, and COALESCE stops at the first branch that found a card (so, unlike a
-    UNION ALL sorted by branch, the later branches never run)."""
+    UNION ALL sorted by branch, the later branches never run).
+
+    With both limits None, the statement itself checks today's counts against the limits,
+    and only when it gets to the review or the new branch (a student with learning cards
+    due never has them counted)."""
     progress, card = CardProgress._meta.db_table, Card._meta.db_table
     mine = f"SELECT id FROM {progress} WHERE user_id = %s AND deck_id = %s"
     learning = f"state IN ({State.LEARNING}, {State.RELEARNING})"
+    within = {True: "", None: " AND (SELECT {} FROM d) < %s"}
     branches = [f"{mine} AND {learning} AND due <= %s ORDER BY due, id LIMIT 1"]
-    if reviews_allowed:
-        branches.append(f"{mine} AND state = {State.REVIEW} AND due <= %s ORDER BY due, id LIMIT 1")
-    if new_allowed:
-        branches.append(f"{mine} AND state = {State.NEW} ORDER BY position, id LIMIT 1")
+    if reviews_allowed is not False:
+        branches.append(
+            f"{mine} AND state = {State.REVIEW} AND due <= %s"
+            f"{within[reviews_allowed].format('reviews')} ORDER BY due, id LIMIT 1"
+        )
+    if new_allowed is not False:
+        branches.append(
+            f"{mine} AND state = {State.NEW}{within[new_allowed].format('new')}"
+            " ORDER BY position, id LIMIT 1"
+        )
     branches.append(f"{mine} AND {learning} AND due <= %s ORDER BY due, id LIMIT 1")  # ahead
     columns = f"{rawsql.columns(CardProgress, 'p')}, {rawsql.columns(Card, 'c')}"
+    today = f"WITH d AS ({_done_today_sql()}) " if None in (reviews_allowed, new_allowed) else ""
     return (
-        f"SELECT {columns} FROM {progress} p JOIN {card} c ON c.id = p.card_id"
+        f"{today}SELECT {columns} FROM {progress} p JOIN {card} c ON c.id = p.card_id"
         f" WHERE p.id = COALESCE({', '.join(f'({branch})' for branch in branches)})"
     )
 
 
-def next_card(
-    user, deck: Deck, study_settings: StudySettings, now: datetime, done: DoneToday
-) -> CardProgress | None:
-    """The progress row (with its card) to show next, or None when nothing is left."""
-    reviews_allowed = done.reviews < study_settings.max_reviews_per_day
-    new_allowed = done.new < study_settings.new_per_day
+def next_card_read(
+    user, deck: Deck, study_settings: StudySettings, now: datetime, done: DoneToday | None = None
+) -> rawsql.Read:
+    """next_card's statement, to run later or alongside a rating's write (one round trip
+    on PostgreSQL). Without ``done``, the statement counts today's reviews itself."""
     mine = [user.pk, deck.pk]
-    params = [*mine, db_datetime(now)]
-    if reviews_allowed:
-        params += [*mine, db_datetime(now)]
-    if new_allowed:
-        params += mine
+    at = db_datetime(now)
+    if done is None:
+        reviews_allowed = new_allowed = None
+        params = [user.pk, db_datetime(study_settings.day_start(now)), *mine, at]
+        params += [*mine, at, study_settings.max_reviews_per_day]
+        params += [*mine, study_settings.new_per_day]
+    else:
+        reviews_allowed = done.reviews < study_settings.max_reviews_per_day
+        new_allowed = done.new < study_settings.new_per_day
+        params = [*mine, at]
+        if reviews_allowed:
+            params += [*mine, at]
+        if new_allowed:
+            params += mine
     params += [*mine, db_datetime(now + LEARN_AHEAD)]
-    with rawsql.prepared_cursor() as cursor:
-        cursor.execute(_next_card_sql(reviews_allowed, new_allowed), params)
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    return _progress_with_card(row)
+    return rawsql.Read(_next_card_sql(reviews_allowed, new_allowed), params, _progress_or_none)
+
+
+def next_card(
+    user, deck: Deck, study_settings: StudySettings, now: datetime, done: DoneToday | None = None
+) -> CardProgress | None:
+    """The progress row (with its card) to show next, or None when nothing is left. Give
+    ``done`` if today's counts are already known; otherwise the statement reads them."""
+    return next_card_read(user, deck, study_settings, now, done).run()
 
 
 def shown_card(user, deck: Deck, card_id: int) -> CardProgress | None:
@@ -164,6 +187,10 @@ def shown_card(user, deck: Deck, card_id: int) -> CardProgress | None:
             [user.pk, deck.pk, card_id],
         )
         row = cursor.fetchone()
+    return _progress_or_none(row)
+
+
+def _progress_or_none(row: tuple | None) -> CardProgress | None:
     return None if row is None else _progress_with_card(row)
 
 
@@ -181,42 +208,54 @@ def counts(
     deck now, in one statement: every study render needs both. The new and review counts
     stop one past what is left of the daily limits, so the cost is bounded by the
     limits, not by the deck size."""
+    return counts_read(user, deck, study_settings, now).run()
+
+
+def counts_read(user, deck: Deck, study_settings: StudySettings, now: datetime) -> rawsql.Read:
+    """counts' statement, to run later or alongside a rating's write."""
+    at = db_datetime(now)
+    params = [
+        user.pk, db_datetime(study_settings.day_start(now)),
+        user.pk, deck.pk, *[study_settings.new_per_day] * 2,
+        user.pk, deck.pk, at, *[study_settings.max_reviews_per_day] * 2,
+        user.pk, deck.pk, at,
+        user.pk, deck.pk, at,
+    ]  # fmt: skip
+
+    def parse(row: tuple) -> tuple[DoneToday, QueueCounts]:
+        done_new, done_reviews, new, due, learning = row
+        new_left = max(study_settings.new_per_day - done_new, 0)
+        reviews_left = max(study_settings.max_reviews_per_day - done_reviews, 0)
+        return DoneToday(new=done_new, reviews=done_reviews), QueueCounts(
+            new=min(new, new_left),
+            learning=learning,
+            due=min(due, reviews_left),
+            new_limited=new > new_left,
+            reviews_limited=due > reviews_left,
+        )
+
+    return rawsql.Read(_counts_sql(), params, parse)
+
+
+@cache
+def _counts_sql() -> str:
     progress = CardProgress._meta.db_table
     mine = f"FROM {progress} WHERE user_id = %s AND deck_id = %s"
 
     def left(limit: str, done: str) -> str:  # what is left of a limit, plus one
         return f"(SELECT CASE WHEN {limit} > {done} THEN {limit} - {done} ELSE 0 END + 1 FROM d)"
 
-    with rawsql.prepared_cursor() as cursor:
-        cursor.execute(
-            f"WITH d AS ({_done_today_sql()}) SELECT d.new, d.reviews,"
-            f" (SELECT COUNT(*) FROM (SELECT 1 {mine} AND state = {State.NEW}"
-            f"  LIMIT {left('%s', 'new')}) AS n),"
-            f" (SELECT COUNT(*) FROM (SELECT 1 {mine} AND state = {State.REVIEW}"
-            f"  AND due <= %s LIMIT {left('%s', 'reviews')}) AS r),"
-            # One count per learning state: a prepared (generic) plan only uses the
-            # state in its index range when it is a single value.
-            f" (SELECT COUNT(*) {mine} AND state = {State.LEARNING} AND due <= %s)"
-            f" + (SELECT COUNT(*) {mine} AND state = {State.RELEARNING} AND due <= %s)"
-            " FROM d",
-            [
-                user.pk, db_datetime(study_settings.day_start(now)),
-                user.pk, deck.pk, *[study_settings.new_per_day] * 2,
-                user.pk, deck.pk, db_datetime(now), *[study_settings.max_reviews_per_day] * 2,
-                user.pk, deck.pk, db_datetime(now),
-                user.pk, deck.pk, db_datetime(now),
-            ],
-        )  # fmt: skip
-        done_new, done_reviews, new, due, learning = cursor.fetchone()
-    new_left = max(study_settings.new_per_day - done_new, 0)
-    reviews_left = max(study_settings.max_reviews_per_day - done_reviews, 0)
-    done = DoneToday(new=done_new, reviews=done_reviews)
-    return done, QueueCounts(
-        new=min(new, new_left),
-        learning=learning,
-        due=min(due, reviews_left),
-        new_limited=new > new_left,
-        reviews_limited=due > reviews_left,
+    return (
+        f"WITH d AS ({_done_today_sql()}) SELECT d.new, d.reviews,"
+        f" (SELECT COUNT(*) FROM (SELECT 1 {mine} AND state = {State.NEW}"
+        f"  LIMIT {left('%s', 'new')}) AS n),"
+        f" (SELECT COUNT(*) FROM (SELECT 1 {mine} AND state = {State.REVIEW}"
+        f"  AND due <= %s LIMIT {left('%s', 'reviews')}) AS r),"
+        # One count per learning state: a prepared (generic) plan only uses the
+        # state in its index range when it is a single value.
+        f" (SELECT COUNT(*) {mine} AND state = {State.LEARNING} AND due <= %s)"
+        f" + (SELECT COUNT(*) {mine} AND state = {State.RELEARNING} AND due <= %s)"
+        " FROM d"
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from django.conf import settings
@@ -22,9 +23,11 @@ from decks.models import (
 )
 from decks.rawsql import (
     REVIEW_COLUMNS,
+    Read,
     datetime_adapter,
     db_datetime,
     insert_rows,
+    pipelined,
     prepared_cursor,
     py_datetime,
     review_values,
@@ -140,6 +143,7 @@ def record_review(
     study_settings: StudySettings | None = None,
     deck_id: int | None = None,
     progress: CardProgress | None = None,
+    then: Sequence[Read] = (),
 ) -> Review:
     """Append a Review and move the card's progress on, both or neither.
 
@@ -151,6 +155,9 @@ def record_review(
     ``deck_id``, a card of another deck raises CardNotInDeck, and nothing is written.
     ``progress`` is the card's progress row if the caller has just read it (the rate
     view reads it with the deck): the first try starts from it instead of reading again.
+    The reads in ``then`` (what the page after the rating shows) run right after the
+    write, and see it; on PostgreSQL they go with it in one round trip (see
+    rawsql.pipelined). Their results are only meant for a rating that went through.
 
     The statements are written by hand: this runs on every rating, and the ORM's query
     building would cost several times the SQL itself (see BENCHMARKS.md).
@@ -204,7 +211,7 @@ def record_review(
             after.state, after.step, db_datetime(after.due), after.stability, after.difficulty,
             reps + 1, lapses + _is_lapse(before.state, rating), rating, db_datetime(now),
         ]  # fmt: skip
-        review.pk = _write_review(review, moved, progress_id, reps)
+        review.pk = _write_review(review, moved, progress_id, reps, then)
         if review.pk is not None:
             return review
         # Another rating of this card got in between the read and the write.
@@ -220,36 +227,46 @@ _MOVE_PROGRESS = (
 _REVIEW_PLACEHOLDERS = ", ".join(["%s"] * len(REVIEW_COLUMNS))
 
 
-def _write_review(review: Review, progress: list, progress_id: int, reps: int) -> int | None:
+def _write_review(
+    review: Review, progress: list, progress_id: int, reps: int, then: Sequence[Read]
+) -> int | None:
     """Insert the review and move the progress row on, if the row still has ``reps``
-    reviews; the new review's id, or None (and nothing written) if it has not.
+    reviews; the new review's id, or None (and nothing written) if it has not. Then run
+    the reads in ``then``.
 
-    On PostgreSQL it is one statement, so one round trip: the UPDATE waits for a
-    concurrent rating's row lock, then finds ``reps`` changed and moves nothing, and the
-    INSERT only takes the row the UPDATE returned. SQLite has no UPDATE in a WITH clause:
-    there the two statements share one (IMMEDIATE, so serialised) transaction.
+    On PostgreSQL the write is one statement, sent with the reads in one round trip: the
+    UPDATE waits for a concurrent rating's row lock, then finds ``reps`` changed and
+    moves nothing, and the INSERT only takes the row the UPDATE returned. SQLite has no
+    UPDATE in a WITH clause: there the two statements share one (IMMEDIATE, so
+    serialised) transaction, and the reads follow it.
     """
     values = review_values(**{c: getattr(review, c) for c in REVIEW_COLUMNS})
     columns = ", ".join(REVIEW_COLUMNS)
-    with prepared_cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(
+    if connection.vendor == "postgresql":
+        with pipelined() as send:
+            written = send(
                 f"WITH moved AS ({_MOVE_PROGRESS} RETURNING id)"
                 f" INSERT INTO {Review._meta.db_table} ({columns})"
                 f" SELECT {_REVIEW_PLACEHOLDERS} FROM moved RETURNING id",
                 [*progress, progress_id, reps, *values],
             )
-            row = cursor.fetchone()
-            return None if row is None else row[0]
-        with transaction.atomic():
-            cursor.execute(_MOVE_PROGRESS, [*progress, progress_id, reps])
-            if cursor.rowcount != 1:
-                return None
+            rows = [send(read.sql, read.params, binary=read.binary) for read in then]
+        for read, row in zip(then, rows, strict=True):
+            read.result = read.parse(row.fetchone())
+        row = written.fetchone()
+        return None if row is None else row[0]
+    pk = None
+    with prepared_cursor() as cursor, transaction.atomic():
+        cursor.execute(_MOVE_PROGRESS, [*progress, progress_id, reps])
+        if cursor.rowcount == 1:
             cursor.execute(
                 f"INSERT INTO {Review._meta.db_table} ({columns}) VALUES ({_REVIEW_PLACEHOLDERS})",
                 values,
             )
-            return cursor.lastrowid
+            pk = cursor.lastrowid
+    for read in then:
+        read.run()
+    return pk
 
 
 def _is_lapse(state_before: int, rating: int) -> bool:

@@ -31,7 +31,7 @@ from decks.apkg import PackageError
 from decks.forms import DeckImportForm, SignupForm, StudySettingsForm
 from decks.importers import DeckFormatError, render_csv, render_seed_text
 from decks.models import Card, CardProgress, Deck, Rating, Review, StudySettings
-from decks.rawsql import stream_rows
+from decks.rawsql import pipelines, stream_rows
 
 # Longer than this and the student was away; time taken is recorded as this much.
 MAX_TIME_TAKEN = timedelta(minutes=10)
@@ -304,14 +304,20 @@ def _study_context(
     *,
     card_id: int | None = None,
     study_settings: StudySettings | None = None,
+    read: list | None = None,
 ) -> dict:
-    study_settings = study_settings or StudySettings.for_user(request.user)
-    done, counts = queue.counts(request.user, deck, study_settings, now)
-    progress = None
-    if card_id is not None:
-        progress = queue.shown_card(request.user, deck, card_id)
-    if progress is None:
-        progress = queue.next_card(request.user, deck, study_settings, now, done)
+    """The study page's context. ``read``: the queue's counts and next card, already read
+    (queue.counts_read and next_card_read, as the rate view reads them with its write)."""
+    if read:
+        (_done, counts), progress = (r.result for r in read)
+    else:
+        study_settings = study_settings or StudySettings.for_user(request.user)
+        done, counts = queue.counts(request.user, deck, study_settings, now)
+        progress = None
+        if card_id is not None:
+            progress = queue.shown_card(request.user, deck, card_id)
+        if progress is None:
+            progress = queue.next_card(request.user, deck, study_settings, now, done)
     context = {
         "deck": deck,
         "counts": counts,
@@ -415,6 +421,15 @@ def rate(request: HttpRequest, deck_id: int) -> HttpResponse:
     now = timezone.now()
     taken = now - datetime.fromtimestamp(shown_ms / 1000, tz=UTC)
     taken = min(max(taken, timedelta(0)), MAX_TIME_TAKEN)
+    # On PostgreSQL, what the next question shows is read with the write: one round trip
+    # for the three statements. SQLite has no round trips to save; there the reads
+    # follow as on any render, and today's reviews are counted once instead of twice.
+    following = []
+    if request.htmx and pipelines():
+        following = [
+            queue.counts_read(request.user, deck, study_settings, now),
+            queue.next_card_read(request.user, deck, study_settings, now),
+        ]
     try:
         services.record_review(
             request.user,
@@ -426,14 +441,17 @@ def rate(request: HttpRequest, deck_id: int) -> HttpResponse:
             study_settings=study_settings,
             deck_id=deck.pk,
             progress=progress,
+            then=following,
         )
     except services.CardNotInDeck:
         raise Http404("That card is not in this deck.") from None
     except services.StaleRating:
         messages.info(request, "That card was already rated, so this rating was not counted again.")
+        following = []  # they may not have run: the page reads the queue itself
     if not request.htmx:
         return redirect("study", deck_id=deck.pk)
-    return _render_study(request, _study_context(request, deck, now, study_settings=study_settings))
+    context = _study_context(request, deck, now, study_settings=study_settings, read=following)
+    return _render_study(request, context)
 
 
 @login_required

@@ -29,9 +29,13 @@ def set_progress(user, card, state: int, due: datetime) -> None:
 
 
 def pick(user, deck, now=NOW, **limits):
+    """The next card's position, with today's counts given and with the statement
+    reading them itself (as the rate view does on PostgreSQL): the two must agree."""
     study_settings = StudySettings(user=user, **limits)
     done = queue.done_today(user, study_settings, now)
     progress = queue.next_card(user, deck, study_settings, now, done)
+    counted_inline = queue.next_card(user, deck, study_settings, now)
+    assert (counted_inline and counted_inline.pk) == (progress and progress.pk)
     return progress.card.position if progress else None
 
 
@@ -108,6 +112,7 @@ def test_study_day_starts_at_4am_in_the_users_time_zone(student, deck, queued, l
     assert done.new == (1 if counts_today else 0)
     progress = queue.next_card(student, deck, study_settings, now, done)
     assert (progress is None) == counts_today
+    assert (queue.next_card(student, deck, study_settings, now) is None) == counts_today
 
 
 def test_day_start_respects_daylight_saving():

@@ -1,6 +1,6 @@
-"""decks.rawsql.prepared_cursor: the study step's statements keep Django's guarantees
-(its error classes, its broken-transaction check, its query log and execute wrappers)
-whether or not anything is watching the queries."""
+"""decks.rawsql.prepared_cursor and pipelined: the study step's statements keep Django's
+guarantees (its error classes, its broken-transaction check, its query log and execute
+wrappers) whether or not anything is watching the queries."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from django.db import DatabaseError, Error, connection, transaction
 from django.db.transaction import TransactionManagementError
 from django.test.utils import CaptureQueriesContext
 
-from decks.rawsql import prepared_cursor
+from decks.rawsql import pipelined, pipelines, prepared_cursor
 
 pytestmark = pytest.mark.django_db
 
@@ -68,3 +68,67 @@ def test_the_query_log_and_execute_wrappers_see_every_statement():
         cursor.execute("SELECT %s", [8])
         assert cursor.fetchone() == (8,)
     assert seen == ["SELECT %s"]
+
+
+# --- pipelined(): statements that share a round trip on PostgreSQL ----------------------
+
+
+def test_pipelined_statements_give_their_rows_after_the_block(watched):
+    with pipelined() as send:
+        first = send("SELECT %s + 1, %s", [41, "x"])
+        empty = send("SELECT 1 WHERE 1 = 0", [])
+    assert first.fetchone() == (42, "x")
+    assert empty.fetchone() is None
+
+
+def test_a_pipelined_read_sees_the_write_sent_before_it(watched, student):
+    with pipelined() as send:
+        write = send(
+            "UPDATE auth_user SET first_name = %s WHERE id = %s RETURNING id", ["Al", student.pk]
+        )
+        read = send("SELECT first_name FROM auth_user WHERE id = %s", [student.pk])
+    assert write.fetchone() == (student.pk,)
+    assert read.fetchone() == ("Al",)
+
+
+def test_pipelined_errors_are_djangos_own_and_the_connection_carries_on(watched):
+    with transaction.atomic():  # a savepoint to go back to: the test runs in a transaction
+        with pytest.raises(DatabaseError) as raised, pipelined() as send:
+            send("SELECT 1", [])
+            send("SELECT no_such_column FROM no_such_table", [])
+        assert type(raised.value).__module__ == "django.db.utils"
+        transaction.set_rollback(True)
+    with prepared_cursor() as cursor:
+        cursor.execute("SELECT 1")
+        assert cursor.fetchone() == (1,)
+
+
+def test_pipelined_refuses_a_transaction_marked_for_rollback(watched):
+    with transaction.atomic():
+        transaction.set_rollback(True)
+        with pytest.raises(TransactionManagementError), pipelined() as send:
+            send("SELECT 1", [])
+
+
+def test_the_query_log_sees_each_pipelined_statement():
+    with CaptureQueriesContext(connection) as logged, pipelined() as send:
+        send("SELECT %s", [7])
+        send("SELECT %s", [8])
+    assert [q["sql"][-1] for q in logged] == ["7", "8"]
+
+
+@pytest.mark.skipif(not pipelines(), reason="PostgreSQL's pipeline mode")
+def test_unwatched_pipelined_statements_share_one_round_trip(monkeypatch):
+    """psycopg's pipeline mode: the statements go together and are synced once."""
+    synced = []
+    pipeline = type(connection.connection).pipeline
+
+    def counted(conn, *args, **kwargs):
+        synced.append(1)
+        return pipeline(conn, *args, **kwargs)
+
+    monkeypatch.setattr(type(connection.connection), "pipeline", counted)
+    with pipelined() as send:
+        rows = [send("SELECT %s", [n]) for n in range(3)]
+    assert synced == [1]
+    assert [row.fetchone() for row in rows] == [(0,), (1,), (2,)]

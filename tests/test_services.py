@@ -8,8 +8,8 @@ from django.db import connection
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from decks import services
-from decks.models import Card, CardProgress, Review, State
+from decks import queue, services
+from decks.models import Card, CardProgress, Review, State, StudySettings
 from decks.scheduler import InvalidRating
 from tests.conftest import NOW, make_deck, make_user
 
@@ -228,3 +228,19 @@ def test_ensure_progress_costs_one_query_when_nothing_is_missing(
     services.ensure_progress(student, deck)
     with django_assert_num_queries(1):
         services.ensure_progress(student, deck)
+
+
+def test_reads_sent_with_a_rating_see_it(student, deck, card):
+    """record_review(then=...): the next page's reads run after the write (with it, in
+    one round trip, on PostgreSQL), so they count the rating just made."""
+    services.ensure_progress(student, deck)
+    study_settings = StudySettings(user=student)
+    after = [
+        queue.counts_read(student, deck, study_settings, NOW),
+        queue.next_card_read(student, deck, study_settings, NOW),
+    ]
+    services.record_review(student, card.pk, 4, NOW, study_settings=study_settings, then=after)
+    (done, counts), following = (read.result for read in after)
+    assert (done.new, counts.new, counts.learning) == (1, 2, 0)
+    assert following.card.position == 2
+    assert (done, counts) == queue.counts(student, deck, study_settings, NOW)

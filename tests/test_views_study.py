@@ -8,6 +8,7 @@ from django.test import Client
 from django.urls import reverse
 
 from decks.models import Card, CardProgress, Review, State
+from decks.rawsql import pipelines
 from tests.conftest import make_deck
 
 HX = {"HTTP_HX_REQUEST": "true"}
@@ -87,6 +88,28 @@ def test_rate_with_htmx_records_and_returns_next_question(student_client, studen
     review = Review.objects.get(user=student)
     assert (review.rating, review.card.front) == (4, "Question 1")
     assert review.time_taken_ms is not None and review.time_taken_ms >= 0
+
+
+def test_the_question_after_a_rating_counts_it(student_client, u, monkeypatch):
+    """The rate view reads the queue after its write (on PostgreSQL with it, in one
+    round trip): the counts and the next question already take the rating in."""
+    synced = []
+    if pipelines():
+        pipeline = type(connection.connection).pipeline
+
+        def counted(conn, *args, **kwargs):
+            synced.append(1)
+            return pipeline(conn, *args, **kwargs)
+
+        monkeypatch.setattr(type(connection.connection), "pipeline", counted)
+    response = student_client.get(u["study"])
+    for rating, new_left, question in (("4", "2 new", "Question 2"), ("5", "1 new", "Question 3")):
+        response = student_client.post(
+            u["rate"], {"token": token_in(response), "rating": rating}, **HX
+        )
+        html = response.content.decode()
+        assert new_left in html and question in html
+    assert len(synced) == (2 if pipelines() else 0)
 
 
 def test_rate_without_htmx_redirects_to_study_page(student_client, u):
