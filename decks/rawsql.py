@@ -17,6 +17,8 @@ from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
+from django.db.models.base import ModelState
+from django.db.models.signals import post_init, pre_init
 from django.utils.dateparse import parse_datetime
 
 
@@ -273,28 +275,41 @@ def datetime_adapter():
 
 
 @cache
-def _converters(model, vendor: str) -> list[tuple]:
-    """Per concrete field of ``model``: the column and the converters the ORM applies to
-    its database value on this backend (as SQLCompiler.get_converters finds them)."""
-    columns = []
-    for field in model._meta.concrete_fields:
+def _fields(model, vendor: str) -> tuple[list[str], list[tuple]]:
+    """The model's concrete fields' attribute names, in field order, and for those whose
+    database value the ORM converts on this backend (as SQLCompiler.get_converters finds
+    them): (position, column, converters)."""
+    names, converted = [], []
+    for i, field in enumerate(model._meta.concrete_fields):
+        names.append(field.attname)
         column = field.get_col(model._meta.db_table)
         found = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
-        columns.append((column, found))
-    return columns
+        if found:
+            converted.append((i, column, found))
+    return names, converted
 
 
 def instance(model, values: Sequence):
     """A model instance from a raw row holding all of the model's concrete columns in
-    field order, converted as the ORM converts them (datetimes, JSON, booleans)."""
-    row = []
-    for (column, converters), value in zip(
-        _converters(model, connection.vendor), values, strict=True
-    ):
+    field order, converted as the ORM converts them (datetimes, JSON, booleans).
+
+    Built as Model.from_db builds it, less Model.__init__'s per-field work, which on a
+    fresh instance comes down to setting each attribute: a third of the time for the
+    study step's rows. Models with init signal receivers go through from_db."""
+    names, converted = _fields(model, connection.vendor)
+    row = list(values)
+    for i, column, converters in converted:
+        value = row[i]
         for convert in converters:
             value = convert(value, column, connection)
-        row.append(value)
-    return model.from_db(connection.alias, None, row)
+        row[i] = value
+    if pre_init.has_listeners(model) or post_init.has_listeners(model):
+        return model.from_db(connection.alias, None, row)
+    found = model.__new__(model)
+    found.__dict__.update(zip(names, row, strict=True))
+    found._state = state = ModelState()
+    state.adding, state.db = False, connection.alias
+    return found
 
 
 @cache

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import pytest
 from django.db import DatabaseError, Error, connection, transaction
+from django.db.models.signals import post_init
 from django.db.transaction import TransactionManagementError
 from django.test.utils import CaptureQueriesContext
 
-from decks.rawsql import pipelined, pipelines, prepared_cursor
+from decks.models import Deck
+from decks.rawsql import columns, instance, pipelined, pipelines, prepared_cursor
+from tests.conftest import make_deck
 
 pytestmark = pytest.mark.django_db
 
@@ -132,3 +135,38 @@ def test_unwatched_pipelined_statements_share_one_round_trip(monkeypatch):
         rows = [send("SELECT %s", [n]) for n in range(3)]
     assert synced == [1]
     assert [row.fetchone() for row in rows] == [(0,), (1,), (2,)]
+
+
+# --- instance(): model instances from raw rows -------------------------------------------
+
+
+def test_an_instance_from_a_raw_row_is_the_orms_own(student):
+    deck = make_deck("Raw", cards=1)
+    orm = Deck.objects.get(pk=deck.pk)
+    with prepared_cursor() as cursor:
+        cursor.execute(f"SELECT {columns(Deck, 'd')} FROM decks_deck d WHERE d.id = %s", [deck.pk])
+        built = instance(Deck, cursor.fetchone())
+    fields = [f.attname for f in Deck._meta.concrete_fields]
+    assert [getattr(built, f) for f in fields] == [getattr(orm, f) for f in fields]
+    assert (built._state.adding, built._state.db) == (False, orm._state.db)
+    built.title = "Renamed"
+    built.save()  # an UPDATE of the row it came from, as for a fetched instance
+    assert list(Deck.objects.values_list("pk", "title")) == [(deck.pk, "Renamed")]
+
+
+def test_models_with_init_signal_receivers_are_built_through_from_db(student):
+    deck = make_deck("Raw", cards=1)
+    seen = []
+
+    def receiver(sender, instance, **kwargs):
+        seen.append(instance)
+
+    with prepared_cursor() as cursor:
+        cursor.execute(f"SELECT {columns(Deck, 'd')} FROM decks_deck d WHERE d.id = %s", [deck.pk])
+        row = cursor.fetchone()
+    post_init.connect(receiver, sender=Deck)
+    try:
+        built = instance(Deck, row)
+    finally:
+        post_init.disconnect(receiver, sender=Deck)
+    assert seen == [built]
