@@ -5,8 +5,9 @@ reviews, a small one with 100 cards, a student with 50 decks, a class of 100 stu
 32 load students), it measures:
 
 A. the scheduler core (``queue.done_today`` + ``queue.next_card`` +
-   ``services.record_review``, committed) and, in the same run, Anki's v3 scheduler on a
-   copy of the same deck and history (``bench/anki_side.py``);
+   ``services.record_review``, committed; on PostgreSQL also the rate view's way, the
+   write with the next card's read in one round trip) and, in the same run, Anki's v3
+   scheduler on a copy of the same deck and history (``bench/anki_side.py``);
 B. the study step through the full request path (Django's test client, htmx headers) for
    the heavy and the small student;
 C. the study step over HTTP: gunicorn with 2 workers on loopback, driven by wrk with
@@ -1895,6 +1896,36 @@ And later on 26 November:
   with kept-alive connections (1 or 2 threads: 327/362, 297/371 against 372/312),
   gunicorn 25.3 instead of 27 (which lingers on each closed socket), and dropping the
   single-column user_id indexes of progress and reviews (record_review on PostgreSQL).
+
+Later still on 26 November (the machine ran slow all evening: PostgreSQL rate + next
+question 5–6 ms in-process where it had been 3.2, so every figure below is against the
+code before it, interleaved in one process or in alternated runs):
+
+- PostgreSQL: the rate view sends its write, the queue counts and the next card together
+  (psycopg's pipeline mode, rawsql.pipelined; record_review(then=...)), one round trip
+  instead of three. The next card's statement reads today's counts itself, lazily (only
+  when it gets to the review or the new branch), so it no longer waits for counts'
+  result. HTTP, 8 / 32 students, four alternated pairs (old → new): 193/192 → 218/221,
+  216/222 → 263/274, 240/219 → 244/248, 225/193 → 238/207; rate + next question
+  in-process, four interleaved rounds: 6.11 → 5.63 ms. SQLite keeps counts then
+  next_card: it has no round trip to save, and counting today's reviews a second time
+  cost 3.05 → 3.13 ms (eight interleaved rounds). Section A shows the rate view's way
+  on PostgreSQL as its own row: with today's counts inside it, it is no cheaper than
+  next_card + record_review with the counts given (each statement after a commit waits
+  for an idle CPU to wake: a `SELECT 1` takes 50 µs after another statement and 150 µs
+  after a 1 ms pause);
+- PostgreSQL prepared statements planned once (plan_cache_mode=force_generic_plan on the
+  app's connections; the ORM's statements are unprepared and unaffected): left to
+  choose, PostgreSQL re-planned the next card with inline counts on every run (1.34–1.50
+  → 0.58–0.61 ms) and done_today (0.41–0.43 → 0.32–0.34 ms);
+- rawsql.instance builds the study step's instances without Model.__init__ (as from_db,
+  attributes set at once; models with init signal receivers still go through from_db):
+  a progress row and its card, interleaved, SQLite 46.0/32.0/31.2 → 33.8/23.2/22.8 µs,
+  PostgreSQL 39.2 → 25.4 µs;
+- the core's timings leave out the bench's own bookkeeping (the snapshot of each rated
+  progress row for the rewind, 5–8 µs a step);
+- tried and dropped: building the new Review the same way (100.9/100.9/99.9/54.2 against
+  104.5/104.4/100.5/55.4 µs, interleaved: no gain).
 """
 
 
