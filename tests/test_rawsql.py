@@ -170,3 +170,11 @@ def test_models_with_init_signal_receivers_are_built_through_from_db(student):
     finally:
         post_init.disconnect(receiver, sender=Deck)
     assert seen == [built]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's settings")
+def test_unprepared_statements_do_not_share_round_trips(monkeypatch):
+    """With DJANGO_DB_PREPARE=0 (a pooler in transaction mode) every statement is
+    planned on each run, and the rate view's inline counts cost more than they save."""
+    monkeypatch.delitem(connection.settings_dict["OPTIONS"], "prepare_threshold", raising=False)
+    assert not pipelines()
