@@ -1905,15 +1905,19 @@ code before it, interleaved in one process or in alternated runs):
   (psycopg's pipeline mode, rawsql.pipelined; record_review(then=...)), one round trip
   instead of three. The next card's statement reads today's counts itself, lazily (only
   when it gets to the review or the new branch), so it no longer waits for counts'
-  result. HTTP, 8 / 32 students, four alternated pairs (old → new): 193/192 → 218/221,
-  216/222 → 263/274, 240/219 → 244/248, 225/193 → 238/207; rate + next question
-  in-process, four interleaved rounds: 6.11 → 5.63 ms. SQLite keeps counts then
-  next_card: it has no round trip to save, and counting today's reviews a second time
-  cost 3.05 → 3.13 ms (eight interleaved rounds). Section A shows the rate view's way
-  on PostgreSQL as its own row: with today's counts inside it, it is no cheaper than
-  next_card + record_review with the counts given (each statement after a commit waits
-  for an idle CPU to wake: a `SELECT 1` takes 50 µs after another statement and 150 µs
-  after a 1 ms pause);
+  result.
+  - HTTP, 8 / 32 students, four alternated pairs (old → new): 193/192 → 218/221,
+    216/222 → 263/274, 240/219 → 244/248, 225/193 → 238/207.
+  - Rate + next question in-process, four interleaved rounds: 6.11 → 5.63 ms.
+  - SQLite keeps counts then next_card: it has no round trip to save, and counting
+    today's reviews a second time cost 3.05 → 3.13 ms (eight interleaved rounds).
+  - So does PostgreSQL without prepared statements (DJANGO_DB_PREPARE=0): planning the
+    next card with its counts inline costs more than the round trip saves (1.28 → 1.68
+    ms).
+  - Section A shows the rate view's way on PostgreSQL as its own row. With today's
+    counts inside it, it is no cheaper than next_card + record_review with the counts
+    given: each statement after a commit waits for an idle CPU to wake (a `SELECT 1`
+    takes 50 µs after another statement and 150 µs after a 1 ms pause);
 - PostgreSQL prepared statements planned once (plan_cache_mode=force_generic_plan on the
   app's connections; the ORM's statements are unprepared and unaffected): left to
   choose, PostgreSQL re-planned the next card with inline counts on every run (1.34–1.50
