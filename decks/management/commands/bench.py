@@ -1978,25 +1978,10 @@ def _run_session(data: benchdata.BenchData, steps: int, warmup: int) -> Session:
     the touched progress rows restored, so the cached data stays valid for the next run.
     """
     user, deck, study_settings = data.user, data.deck, data.study_settings
-    rng = random.Random(benchdata.SEED + 1)
-    random.seed(benchdata.SEED)  # FSRS's interval fuzz draws from the global generator
+    rate = _Rater(data)
     session = Session()
     now = benchdata.NOW
-    last_review_id = Review.objects.filter(user=user).aggregate(last=Max("id"))["last"]
-    saved: dict[int, dict[str, object]] = {}
     perf = time.perf_counter
-
-    def rate(progress: CardProgress, at: datetime) -> None:
-        services.record_review(
-            user,
-            progress.card_id,
-            rng.choices(benchdata.RATINGS, weights=benchdata.RATING_WEIGHTS)[0],
-            at,
-            time_taken_ms=rng.randint(1500, 12000),
-            expected_reps=progress.reps,
-            study_settings=study_settings,
-            progress=progress,  # as the rate view does with the row it has just read
-        )
 
     def counted_step(at: datetime) -> None:
         with CaptureQueriesContext(connection) as q_done:
@@ -2006,7 +1991,7 @@ def _run_session(data: benchdata.BenchData, steps: int, warmup: int) -> Session:
         if progress is None:
             raise CommandError(f"The queue ran dry at {at:%H:%M:%S}.")
         branch = _branch(progress, at)
-        saved.setdefault(progress.card_id, _snapshot(progress))
+        rate.keep(progress)
         with CaptureQueriesContext(connection) as q_record:
             rate(progress, at)
         session.queries[branch][(len(q_done), len(q_next), len(q_record))] += 1
@@ -2019,7 +2004,7 @@ def _run_session(data: benchdata.BenchData, steps: int, warmup: int) -> Session:
             },
         )
 
-    try:
+    with rate.rewound():
         for _ in range(warmup):
             counted_step(now)
             now += timedelta(seconds=STEP_SECONDS)
@@ -2034,7 +2019,7 @@ def _run_session(data: benchdata.BenchData, steps: int, warmup: int) -> Session:
             if progress is None:
                 raise CommandError(f"The queue ran dry at {now:%H:%M:%S}.")
             branch = _branch(progress, now)
-            saved.setdefault(progress.card_id, _snapshot(progress))
+            rate.keep(progress)
             t3 = perf()  # the bench's own bookkeeping above is not the step's
             rate(progress, now)
             t4 = perf()
@@ -2048,8 +2033,6 @@ def _run_session(data: benchdata.BenchData, steps: int, warmup: int) -> Session:
                 now += timedelta(seconds=STEP_SECONDS)
         session.end = now
         session.load = (load_before, os.getloadavg()[0])
-    finally:
-        _restore(user, saved, last_review_id)
     return session
 
 
@@ -2059,36 +2042,23 @@ def _run_rated_then_next(data: benchdata.BenchData, steps: int, warmup: int) -> 
     that statement. On PostgreSQL the write and the read go in one round trip. Timed
     from the rating to the next card in hand; the data is put back afterwards."""
     user, deck, study_settings = data.user, data.deck, data.study_settings
-    rng = random.Random(benchdata.SEED + 1)
-    random.seed(benchdata.SEED)
+    rate = _Rater(data)
     session = Session()
     now = benchdata.NOW
-    last_review_id = Review.objects.filter(user=user).aggregate(last=Max("id"))["last"]
-    saved: dict[int, dict[str, object]] = {}
     perf = time.perf_counter
     step_time = timedelta(seconds=STEP_SECONDS)
 
     def step(progress: CardProgress, at: datetime) -> CardProgress:
         following = queue.next_card_read(user, deck, study_settings, at + step_time)
-        services.record_review(
-            user,
-            progress.card_id,
-            rng.choices(benchdata.RATINGS, weights=benchdata.RATING_WEIGHTS)[0],
-            at,
-            time_taken_ms=rng.randint(1500, 12000),
-            expected_reps=progress.reps,
-            study_settings=study_settings,
-            progress=progress,
-            then=[following],
-        )
+        rate(progress, at, then=[following])
         if following.result is None:
             raise CommandError(f"The queue ran dry at {at:%H:%M:%S}.")
         return following.result
 
-    try:
+    with rate.rewound():
         progress = queue.next_card(user, deck, study_settings, now)
         for index in range(warmup + steps):
-            saved.setdefault(progress.card_id, _snapshot(progress))
+            rate.keep(progress)
             if index % COUNT_EVERY == COUNT_EVERY - 1:  # untimed: the query log is on
                 with CaptureQueriesContext(connection) as captured:
                     progress = step(progress, now)
@@ -2099,9 +2069,44 @@ def _run_rated_then_next(data: benchdata.BenchData, steps: int, warmup: int) -> 
                 if index >= warmup:
                     session.record.append(perf() - start)
             now += step_time
-    finally:
-        _restore(user, saved, last_review_id)
     return session
+
+
+class _Rater:
+    """The core loops' ratings: drawn like the bench data's from a seeded generator,
+    committed as the rate view commits them (with the progress row it has just read),
+    and taken back when ``rewound()`` ends, so the cached data stays as generated."""
+
+    def __init__(self, data: benchdata.BenchData) -> None:
+        self.user, self.study_settings = data.user, data.study_settings
+        self.rng = random.Random(benchdata.SEED + 1)
+        random.seed(benchdata.SEED)  # FSRS's interval fuzz draws from the global generator
+        self.saved: dict[int, dict[str, object]] = {}
+
+    def __call__(self, progress: CardProgress, at: datetime, then=()) -> None:
+        services.record_review(
+            self.user,
+            progress.card_id,
+            self.rng.choices(benchdata.RATINGS, weights=benchdata.RATING_WEIGHTS)[0],
+            at,
+            time_taken_ms=self.rng.randint(1500, 12000),
+            expected_reps=progress.reps,
+            study_settings=self.study_settings,
+            progress=progress,
+            then=then,
+        )
+
+    def keep(self, progress: CardProgress) -> None:
+        """Remember the row as it was before its card's first rating, for the rewind."""
+        self.saved.setdefault(progress.card_id, _snapshot(progress))
+
+    @contextmanager
+    def rewound(self) -> Iterator[None]:
+        last_review_id = Review.objects.filter(user=self.user).aggregate(last=Max("id"))["last"]
+        try:
+            yield
+        finally:
+            _restore(self.user, self.saved, last_review_id)
 
 
 def _restore(user, saved: dict[int, dict[str, object]], last_review_id: int) -> None:
