@@ -243,7 +243,7 @@ def _write_review(
     values = review_values(**{c: getattr(review, c) for c in REVIEW_COLUMNS})
     columns = ", ".join(REVIEW_COLUMNS)
     if connection.vendor == "postgresql":
-        with pipelined() as send:
+        with pipelined(together=bool(then)) as send:
             written = send(
                 f"WITH moved AS ({_MOVE_PROGRESS} RETURNING id)"
                 f" INSERT INTO {Review._meta.db_table} ({columns})"

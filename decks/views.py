@@ -422,8 +422,9 @@ def rate(request: HttpRequest, deck_id: int) -> HttpResponse:
     taken = now - datetime.fromtimestamp(shown_ms / 1000, tz=UTC)
     taken = min(max(taken, timedelta(0)), MAX_TIME_TAKEN)
     # On PostgreSQL, what the next question shows is read with the write: one round trip
-    # for the three statements. SQLite has no round trips to save; there the reads
-    # follow as on any render, and today's reviews are counted once instead of twice.
+    # for the three statements. Elsewhere (SQLite, or statements not prepared: see
+    # rawsql.pipelines) the reads follow as on any render, and today's reviews are
+    # counted once instead of twice.
     following = []
     if request.htmx and pipelines():
         following = [

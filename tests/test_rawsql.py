@@ -135,6 +135,10 @@ def test_unwatched_pipelined_statements_share_one_round_trip(monkeypatch):
         rows = [send("SELECT %s", [n]) for n in range(3)]
     assert synced == [1]
     assert [row.fetchone() for row in rows] == [(0,), (1,), (2,)]
+    with pipelined(together=False) as send:  # one statement alone: no pipeline around it
+        row = send("SELECT %s", [3])
+    assert synced == [1]
+    assert row.fetchone() == (3,)
 
 
 # --- instance(): model instances from raw rows -------------------------------------------
