@@ -304,12 +304,13 @@ def _study_context(
     *,
     card_id: int | None = None,
     study_settings: StudySettings | None = None,
-    read: list | None = None,
+    queue_reads: list | None = None,
 ) -> dict:
-    """The study page's context. ``read``: the queue's counts and next card, already read
-    (queue.counts_read and next_card_read, as the rate view reads them with its write)."""
-    if read:
-        (_done, counts), progress = (r.result for r in read)
+    """The study page's context. ``queue_reads``: the queue's counts and next card,
+    already read (queue.counts_read and next_card_read, as the rate view reads them with
+    its write)."""
+    if queue_reads:
+        (_done, counts), progress = (read.result for read in queue_reads)
     else:
         study_settings = study_settings or StudySettings.for_user(request.user)
         done, counts = queue.counts(request.user, deck, study_settings, now)
@@ -451,7 +452,9 @@ def rate(request: HttpRequest, deck_id: int) -> HttpResponse:
         following = []  # they may not have run: the page reads the queue itself
     if not request.htmx:
         return redirect("study", deck_id=deck.pk)
-    context = _study_context(request, deck, now, study_settings=study_settings, read=following)
+    context = _study_context(
+        request, deck, now, study_settings=study_settings, queue_reads=following
+    )
     return _render_study(request, context)
 
 
