@@ -192,6 +192,22 @@ def pipelined(*, together: bool = True) -> Iterator[Callable[..., Any]]:
                 raw.close()
 
 
+def plan_prepared_once(sender, connection, **kwargs) -> None:
+    """On a new PostgreSQL connection whose statements are prepared (settings:
+    DJANGO_DB_PREPARE), plan them once: left to choose, PostgreSQL re-plans on every run a
+    statement whose generic plan it estimates dearer than a custom one (the next card with
+    today's counts read inline: 1.34–1.50 ms instead of 0.58–0.61, done_today 0.41–0.43
+    instead of 0.32–0.34). Unprepared statements (the ORM's) are planned per run whatever
+    this says. A SET rather than a startup option, which poolers such as PgBouncer
+    refuse."""
+    if connection.vendor != "postgresql":
+        return
+    if connection.settings_dict["OPTIONS"].get("prepare_threshold") is None:
+        return
+    with connection.connection.cursor() as cursor:
+        cursor.execute("SET plan_cache_mode = force_generic_plan")
+
+
 def pipelines() -> bool:
     """Whether the study step's statements share round trips: on PostgreSQL with its
     statements prepared (settings: DJANGO_DB_PREPARE; unprepared, the next card read with

@@ -185,14 +185,8 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_b
     # Only the study step's statements (decks.rawsql.prepared_cursor) are prepared, on
     # their first run in a connection; the ORM's client-side cursors never are. Behind a
     # pooler in transaction mode (PgBouncer), set DJANGO_DB_PREPARE=0.
-    options = DATABASES["default"].setdefault("OPTIONS", {})
-    options["prepare_threshold"] = 0
-    # ...and planned once. Left to choose, PostgreSQL re-plans on every run a statement
-    # whose generic plan it estimates dearer than a custom one: the next card with
-    # today's counts read inline took 1.4 ms instead of 0.6, done_today 0.42 instead of
-    # 0.33. Unprepared statements (the ORM's) are planned per run whatever this says.
-    generic = "-c plan_cache_mode=force_generic_plan"
-    options["options"] = f"{options['options']} {generic}" if "options" in options else generic
+    # They are also planned once (decks.rawsql.plan_prepared_once).
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 0
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -182,3 +182,22 @@ def test_unprepared_statements_do_not_share_round_trips(monkeypatch):
     planned on each run, and the rate view's inline counts cost more than they save."""
     monkeypatch.delitem(connection.settings_dict["OPTIONS"], "prepare_threshold", raising=False)
     assert not pipelines()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's plan cache")
+@pytest.mark.parametrize("prepared", [True, False])
+def test_prepared_statements_are_planned_once(prepared):
+    """A new connection plans its prepared statements once (plan_prepared_once), with a
+    SET, not a startup option a pooler would refuse; unprepared, it leaves the default."""
+    other = connection.copy()
+    options = other.settings_dict["OPTIONS"]
+    options.pop("prepare_threshold", None)
+    if prepared:  # as settings.py sets it, unless DJANGO_DB_PREPARE=0
+        options["prepare_threshold"] = 0
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SHOW plan_cache_mode")
+            assert cursor.fetchone() == ("force_generic_plan" if prepared else "auto",)
+        assert "plan_cache_mode" not in str(other.get_connection_params().get("options", ""))
+    finally:
+        other.close()

@@ -1918,8 +1918,9 @@ code before it, interleaved in one process or in alternated runs):
     counts inside it, it is no cheaper than next_card + record_review with the counts
     given: each statement after a commit waits for an idle CPU to wake (a `SELECT 1`
     takes 50 µs after another statement and 150 µs after a 1 ms pause);
-- PostgreSQL prepared statements planned once (plan_cache_mode=force_generic_plan on the
-  app's connections; the ORM's statements are unprepared and unaffected): left to
+- PostgreSQL prepared statements planned once (`SET plan_cache_mode =
+  force_generic_plan` on each new connection, rawsql.plan_prepared_once; the ORM's
+  statements are unprepared and unaffected): left to
   choose, PostgreSQL re-planned the next card with inline counts on every run (1.34–1.50
   → 0.58–0.61 ms) and done_today (0.41–0.43 → 0.32–0.34 ms);
 - rawsql.instance builds the study step's instances without Model.__init__ (as from_db,
