@@ -200,9 +200,7 @@ def plan_prepared_once(sender, connection, **kwargs) -> None:
     instead of 0.32–0.34). Unprepared statements (the ORM's) are planned per run whatever
     this says. A SET rather than a startup option, which poolers such as PgBouncer
     refuse."""
-    if connection.vendor != "postgresql":
-        return
-    if connection.settings_dict["OPTIONS"].get("prepare_threshold") is None:
+    if connection.vendor != "postgresql" or not _prepares(connection):
         return
     with connection.connection.cursor() as cursor:
         cursor.execute("SET plan_cache_mode = force_generic_plan")
@@ -214,11 +212,13 @@ def pipelines() -> bool:
     today's counts costs more to plan than the round trip saves: 1.28 → 1.68 ms) and a
     libpq that has pipeline mode (14 or later; psycopg's binary wheels bring 17)."""
     db = connections[DEFAULT_DB_ALIAS]
-    return (
-        db.vendor == "postgresql"
-        and db.settings_dict["OPTIONS"].get("prepare_threshold") is not None
-        and _libpq_pipelines()
-    )
+    return db.vendor == "postgresql" and _prepares(db) and _libpq_pipelines()
+
+
+def _prepares(db) -> bool:
+    """Whether psycopg prepares this PostgreSQL connection's server-bound statements
+    (settings.py sets prepare_threshold unless DJANGO_DB_PREPARE=0)."""
+    return db.settings_dict["OPTIONS"].get("prepare_threshold") is not None
 
 
 @cache
