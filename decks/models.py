@@ -93,7 +93,8 @@ class Deck(models.Model):
 
 
 class Card(models.Model):
-    deck = models.ForeignKey(Deck, on_delete=models.CASCADE, related_name="cards")
+    # Indexed with the card id below, not alone.
+    deck = models.ForeignKey(Deck, on_delete=models.CASCADE, related_name="cards", db_index=False)
     front = models.TextField(help_text="The question, in Markdown.")
     back = models.TextField(help_text="The answer, in Markdown.")
     position = models.PositiveIntegerField(default=0, help_text="Order in the deck.")
@@ -110,6 +111,8 @@ class Card(models.Model):
         indexes = [
             # The deck's cards in deck order (deck page, export, progress set-up).
             models.Index(fields=["deck", "position"], name="card_deck_position"),
+            # The deck's newest card (services.ensure_progress) in one probe.
+            models.Index(fields=["deck", "id"], name="card_deck_id"),
             # Finding an Anki note's cards again when its package is re-imported.
             models.Index(
                 fields=["anki_guid", "anki_ord"],

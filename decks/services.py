@@ -69,14 +69,19 @@ def ensure_progress(user, deck: Deck) -> None:
     Card ids only grow, so when the deck's newest card already has a row for this user,
     nothing is missing: two index lookups, whatever the deck size. Otherwise one
     INSERT … SELECT adds the missing rows.
+
+    The newest card is the last (deck, id) index entry at or below this deck's: asked as
+    ``MAX(id) … WHERE deck_id = %s``, PostgreSQL may walk the primary key down instead,
+    through every card of the decks made since (43,000 of them in the benchmark, 5 ms).
     """
     progress = CardProgress._meta.db_table
     card = Card._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT (SELECT MAX(id) FROM {card} WHERE deck_id = %s),"
+            f"SELECT (SELECT CASE WHEN deck_id = %s THEN id END FROM {card}"
+            f" WHERE deck_id <= %s ORDER BY deck_id DESC, id DESC LIMIT 1),"
             f" (SELECT MAX(card_id) FROM {progress} WHERE user_id = %s AND deck_id = %s)",
-            [deck.pk, user.pk, deck.pk],
+            [deck.pk, deck.pk, user.pk, deck.pk],
         )
         newest_card, newest_row = cursor.fetchone()
         if newest_card is None or newest_card == newest_row:

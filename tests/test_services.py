@@ -5,6 +5,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -35,6 +36,40 @@ def test_ensure_progress_adds_new_rows_once(student, deck):
     assert rows.count() == 3
     assert set(rows.values_list("state", flat=True)) == {State.NEW}
     assert list(rows.order_by("position").values_list("position", flat=True)) == [1, 2, 3]
+
+
+def test_ensure_progress_on_an_empty_deck_after_a_full_one(student, deck):
+    empty = make_deck("Empty", cards=0)
+    services.ensure_progress(student, deck)
+    services.ensure_progress(student, empty)
+    assert not CardProgress.objects.filter(user=student, deck=empty).exists()
+    card = Card.objects.create(deck=empty, front="Q", back="A", position=1)
+    services.ensure_progress(student, empty)
+    assert CardProgress.objects.filter(user=student, deck=empty).get().card == card
+    assert CardProgress.objects.filter(user=student).count() == 4
+
+
+def _rows_removed_by_filter(plan: dict) -> int:
+    return plan.get("Rows Removed by Filter", 0) + sum(
+        _rows_removed_by_filter(child) for child in plan.get("Plans", [])
+    )
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's query plans")
+def test_ensure_progress_checks_a_deck_without_reading_later_decks_cards(student):
+    """Opening an old deck's study page must not walk the cards of every deck made since:
+    the deck's newest card is one index probe, whatever comes after it."""
+    deck = make_deck("Old deck", cards=3000)
+    make_deck("Newer deck", cards=1000)
+    services.ensure_progress(student, deck)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE decks_card")
+        with CaptureQueriesContext(connection) as captured:
+            services.ensure_progress(student, deck)
+        [check] = captured.captured_queries
+        cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {check['sql']}")
+        [[[plan]]] = cursor.fetchall()
+    assert _rows_removed_by_filter(plan["Plan"]) == 0
 
 
 def test_record_review_appends_history_and_moves_progress(student, card):
