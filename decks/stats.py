@@ -217,7 +217,7 @@ def _by_study_day(
     )
     days: dict[date, dict[str, int]] = {}
     for row in rows:
-        moment = datetime.strptime(row.pop("bucket"), "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
+        moment = datetime.fromisoformat(row.pop("bucket")).replace(tzinfo=UTC)
         day = (moment.astimezone(tz) - shift).date()
         totals = days.setdefault(day, dict.fromkeys(aggregates, 0))
         for name, value in row.items():
