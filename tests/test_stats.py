@@ -74,6 +74,19 @@ def test_review_days_follow_the_users_time_zone_and_day_start(student, deck):
     assert counted == {date(2026, 3, 9): 1, date(2026, 3, 10): 1}
 
 
+def test_review_days_in_a_half_hour_time_zone(student, deck):
+    card = deck.cards.first()
+    # Kolkata is UTC+5:30 and the day starts at 4 am: 22:29 UTC is 03:59 on 11 March (still
+    # 10 March's study day), 22:31 UTC is 04:01 (11 March's).
+    for minute in (29, 31):
+        at = datetime(2026, 3, 10, 22, minute, tzinfo=UTC)
+        services.record_review(student, card.pk, 3, at)
+    study_settings = StudySettings(user=student, time_zone="Asia/Kolkata")
+    figures = stats.student_stats(student, study_settings, datetime(2026, 3, 11, 12, tzinfo=UTC))
+    counted = {cell.day: cell.count for cell in figures.heatmap.cells if cell.count}
+    assert counted == {date(2026, 3, 10): 1, date(2026, 3, 11): 1}
+
+
 def test_forecast_buckets_due_cards_by_day_with_overdue_today(student, deck):
     services.ensure_progress(student, deck)
     c1, c2, c3 = deck.cards.order_by("position")
