@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -125,6 +125,17 @@ def test_reviews_of_a_deck_no_longer_visible_are_left_out(student_client, histor
     rows = read_csv(student_client.get("/export/reviews.csv"))
     assert len(rows) == 3
     assert {row["deck"] for row in rows} == {"Public deck"}
+
+
+def test_iso_utc_takes_aware_and_naive_datetimes_and_database_text():
+    kolkata = timezone(timedelta(hours=5, minutes=30))
+    assert exporters.iso_utc(datetime(2026, 3, 10, 12, 0, 5, 999999, tzinfo=kolkata)) == (
+        "2026-03-10T06:30:05Z"
+    )
+    assert exporters.iso_utc(datetime(2026, 3, 10, 6, 30, 5, 250000)) == "2026-03-10T06:30:05Z"
+    assert exporters.iso_utc("2026-03-10 06:30:05.250000") == "2026-03-10T06:30:05Z"
+    assert exporters.iso_utc("2026-03-10 06:30:05") == "2026-03-10T06:30:05Z"
+    assert exporters.iso_utc(None) == ""
 
 
 def _review_row(user_id: int, card_id: int, minute: int) -> tuple:
