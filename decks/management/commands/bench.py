@@ -1939,6 +1939,39 @@ code before it, interleaved in one process or in alternated runs):
   (old → new): PostgreSQL next_card + record_review 1.402 → 1.246 and 1.356 → 1.265 ms
   (next_card 0.50 → 0.41, done_today 1.09 → 0.91); SQLite 0.503 → 0.683, 0.585 → 0.551,
   0.872 → 0.703, 0.832 → 0.783, 0.762 → 0.647 ms.
+
+In the evening of 26 November (the machine fast again at first: full runs at 18:47 and
+18:52 met every target but the SQLite reviews CSV and the PostgreSQL core):
+
+- ensure_progress (every study page open) finds the deck's newest card on a (deck, id)
+  index, asked as the last entry at or below (deck, ∞), instead of `MAX(id) … WHERE
+  deck_id = %s`, which PostgreSQL planned as a walk down the cards' primary key through
+  every card of the decks made since (43,100 rows here): PostgreSQL ensure_progress 5.2 →
+  0.30 ms, study page (full) at 100k cards 11.0 → 4.6 ms (`--only core,path`). The
+  deck's own foreign-key index, covered by (deck, id) and (deck, position), is gone;
+- reviews CSV: each card's cells written once for all students and found by list index
+  where the card ids are dense (a dict where sparse), instead of a dict per student; a
+  student's own export leaves reviews of decks no longer visible out in Python instead
+  of the database checking each row's card (SQLite 0.3 s of 1M rows). `--only export`
+  alternated (old → new): SQLite 194,601 / 197,147 → 212,073 / 207,582 rows/s,
+  PostgreSQL 202,225 / 209,625 → 237,411 / 238,035 rows/s, peak RSS 121 → 111 and
+  128 → 118 MB;
+- cards CSV: times written with isoformat instead of strftime (a fifth of its time):
+  54,730 / 57,429 → 67,403 / 71,258 rows/s;
+- stats page: half-hour buckets read with datetime.fromisoformat instead of strptime
+  (0.50 s of 2.2 s for a heavy student's year): 2,034 → 1,673 ms in-process;
+- the pages section clears the cache first: a rewound run leaves the same latest
+  rating, so the stats page's first request had found the last run's figures;
+- what the PostgreSQL core is made of (a probe of the bench's loop): with
+  `synchronous_commit = off` it takes 0.61–0.63 ms instead of 1.02–1.13, so the wait
+  for each rating's WAL flush is 0.35–0.5 ms of it on this machine (the same write on
+  its own, after a read: 0.27–0.40 ms, and 0.15–0.28 with it off). Not changed: a
+  rating must survive a crash. SQLite's `synchronous=NORMAL` in WAL mode does not flush
+  at commit either;
+- tried and dropped: rating, state before and state after fetched as one integer in
+  the reviews CSV (one column instead of three): 4.44 → 4.37 s per 1M rows in-process,
+  within the noise; the states as a list indexed by arithmetic: 2.41 → 2.31 s for the
+  formatting alone, within the noise too.
 """
 
 
