@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from decks import anki_import, apkg, memory_model, scheduler
@@ -122,17 +122,13 @@ def _read_progress(user, card_id: int) -> tuple | None:
 def _progress_row(user, card_id: int, deck_id: int | None) -> tuple:
     row = _read_progress(user, card_id)
     if row is None:
-        # The card joined the deck after the student's progress rows were made.
-        card = Card.objects.filter(pk=card_id).first()
+        # The card joined the deck after the student's progress rows were made. Give the
+        # whole deck its missing rows, not this card alone: ensure_progress takes a row
+        # for the deck's newest card to mean that none is missing.
+        card = Card.objects.filter(pk=card_id).select_related("deck").first()
         if card is None or deck_id not in (None, card.deck_id):
             raise CardNotInDeck
-        try:
-            with transaction.atomic():
-                CardProgress.objects.create(
-                    user=user, card=card, deck_id=card.deck_id, position=card.position
-                )
-        except IntegrityError:
-            pass  # created by a concurrent rating; read that row below
+        ensure_progress(user, card.deck)
         row = _read_progress(user, card_id)
     return row
 

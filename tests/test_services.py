@@ -257,6 +257,20 @@ def test_ensure_progress_picks_up_cards_added_later(student, deck):
     assert CardProgress.objects.get(user=student, card__front="late").state == State.NEW
 
 
+def test_rating_a_card_without_a_row_gives_the_whole_deck_its_rows(student, deck):
+    """A rating of the deck's newest card before any page made the rows must not leave
+    the others without one: ensure_progress would take them all to be there."""
+    services.ensure_progress(student, deck)
+    late = [
+        Card.objects.create(deck=deck, front=f"late {i}", back="card", position=10 + i)
+        for i in range(2)
+    ]
+    services.record_review(student, late[1].pk, 3, NOW, deck_id=deck.pk)
+    services.ensure_progress(student, deck)
+    assert CardProgress.objects.filter(user=student, deck=deck).count() == 5
+    assert CardProgress.objects.get(user=student, card=late[0]).state == State.NEW
+
+
 def test_ensure_progress_costs_one_query_when_nothing_is_missing(
     student, deck, django_assert_num_queries
 ):
