@@ -161,8 +161,10 @@ def deck_detail(request: HttpRequest, deck_id: int) -> HttpResponse:
     if sort not in stats.CARD_SORTS:
         sort = "hardest"
     parameters = StudySettings.for_user(request.user).fsrs_parameters
-    table = stats.card_table(request.user, deck, timezone.now(), sort, parameters)
+    now = timezone.now()
+    table = stats.card_table(request.user, deck, now, sort, parameters)
     page = Paginator(table, 100).get_page(request.GET.get("page"))
+    page.object_list = stats.card_table_rows(page.object_list, now, parameters)
     return render(
         request,
         "decks/deck_detail.html",

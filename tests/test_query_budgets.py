@@ -26,7 +26,7 @@ from tests.conftest import NOW, make_deck, make_user
 
 BUDGETS = {
     "home": 5,
-    "deck_page": 6,
+    "deck_page": 7,  # the page's ids sorted alone, then its 100 rows with their cards
     "study_page": 6,
     "flip": 2,  # the card alone: the page's counts still stand
     # PostgreSQL writes the review and the progress in one statement (a WITH … UPDATE);

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from datetime import UTC, date, datetime, timedelta
 
@@ -139,6 +140,20 @@ def test_deck_page_table_hardest_first_and_sortable(student_client, student, dec
     html = student_client.get(f"/decks/{deck.pk}/?sort=position").content.decode()
     assert html.index("Question 1") < html.index("Question 2") < html.index("Question 3")
     assert student_client.get(f"/decks/{deck.pk}/?sort=bogus").status_code == 200
+
+
+def test_deck_page_sorted_by_recall_and_paged(student_client, student):
+    deck = make_deck("Long deck", cards=150)
+    cards = list(deck.cards.order_by("position"))
+    # Card 150 was rated 1 a week ago (lowest recall), card 149 was rated 5 an hour ago.
+    services.record_review(student, cards[149].pk, 1, NOW - timedelta(days=7))
+    services.record_review(student, cards[148].pk, 5, NOW - timedelta(hours=1))
+    html = student_client.get(f"/decks/{deck.pk}/?sort=recall").content.decode()
+    assert html.index("Question 150<") < html.index("Question 149<") < html.index("Question 1<")
+    assert "150 cards" in html and "Page 1 of 2" in html
+    html = student_client.get(f"/decks/{deck.pk}/?sort=position&page=2").content.decode()
+    questions = re.findall(r"<summary>(Question \d+)</summary>", html)
+    assert questions == [f"Question {i}" for i in range(101, 151)]
 
 
 def test_class_dashboard_is_staff_only(student_client, deck):
