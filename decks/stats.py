@@ -16,7 +16,7 @@ from django.core.cache import cache
 from django.db import connection
 from django.db.models import (
     Avg,
-    CharField,
+    BigIntegerField,
     Count,
     DateTimeField,
     ExpressionWrapper,
@@ -185,33 +185,29 @@ def card_table_rows(ids, now: datetime, parameters: list[float] | None) -> list[
 
 
 class HalfHour(Func):
-    """A datetime column truncated to its UTC half hour, as 'YYYY-MM-DD HH:MM' text.
+    """A datetime column as its UTC half hour: whole half hours since 1970.
 
     Grouping by half hour in the database and mapping the (at most 48 a day) groups to the
     student's study days in Python is exact for every time zone (all offsets are whole or
     half hours, bar two 45-minute ones that land within 15 minutes of their day start) and
     far cheaper than converting each of a million rows with the ORM's time-zone functions.
+    A number, not text: PostgreSQL's to_char() of a truncated timestamp took 0.83 s for a
+    year of a heavy student's reviews, the epoch's half hours 0.19–0.28 s.
     """
 
-    output_field = CharField()
+    output_field = BigIntegerField()
 
     def as_sqlite(self, compiler, connection, **extra):
         column, params = compiler.compile(self.source_expressions[0])
-        return (
-            f"substr({column}, 1, 14) || "
-            f"CASE WHEN substr({column}, 15, 2) < '30' THEN '00' ELSE '30' END",
-            (*params, *params),
-        )
+        if connection.Database.sqlite_version_info >= (3, 38):
+            # unixepoch() reads the stored text faster than strftime() (0.36 against 0.55 s
+            # for a year of a heavy student's reviews).
+            return f"unixepoch({column}) / 1800", params
+        return f"CAST(strftime('%%s', {column}) AS INTEGER) / 1800", params
 
     def as_postgresql(self, compiler, connection, **extra):
         column, params = compiler.compile(self.source_expressions[0])
-        utc = f"({column} AT TIME ZONE 'UTC')"
-        return (
-            f"to_char(date_trunc('hour', {utc}) + "
-            f"floor(extract(minute from {utc}) / 30) * interval '30 minutes', "
-            "'YYYY-MM-DD HH24:MI')",
-            (*params, *params, *params),
-        )
+        return f"FLOOR(DATE_PART('epoch', {column}) / 1800)::bigint", params
 
 
 def _by_study_day(
@@ -229,7 +225,7 @@ def _by_study_day(
     )
     days: dict[date, dict[str, int]] = {}
     for row in rows:
-        moment = datetime.fromisoformat(row.pop("bucket")).replace(tzinfo=UTC)
+        moment = datetime.fromtimestamp(row.pop("bucket") * 1800, UTC)
         day = (moment.astimezone(tz) - shift).date()
         totals = days.setdefault(day, dict.fromkeys(aggregates, 0))
         for name, value in row.items():

@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 import time_machine
+from django.db import connection
 from django.template.defaultfilters import floatformat
 
 from decks import scheduler, services, stats
@@ -86,6 +87,12 @@ def test_review_days_in_a_half_hour_time_zone(student, deck):
     figures = stats.student_stats(student, study_settings, datetime(2026, 3, 11, 12, tzinfo=UTC))
     counted = {cell.day: cell.count for cell in figures.heatmap.cells if cell.count}
     assert counted == {date(2026, 3, 10): 1, date(2026, 3, 11): 1}
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's fallback before 3.38")
+def test_review_days_on_a_sqlite_without_unixepoch(student, deck, monkeypatch):
+    monkeypatch.setattr(connection.Database, "sqlite_version_info", (3, 37, 2))
+    test_review_days_in_a_half_hour_time_zone(student, deck)
 
 
 def test_forecast_buckets_due_cards_by_day_with_overdue_today(student, deck):
