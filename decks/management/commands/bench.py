@@ -1958,8 +1958,13 @@ In the evening of 26 November (the machine fast again at first: full runs at 18:
   128 → 118 MB;
 - cards CSV: times written with isoformat instead of strftime (a fifth of its time):
   54,730 / 57,429 → 67,403 / 71,258 rows/s;
-- stats page: half-hour buckets read with datetime.fromisoformat instead of strptime
-  (0.50 s of 2.2 s for a heavy student's year): 2,034 → 1,673 ms in-process;
+- stats page: the half-hour buckets read with datetime.fromisoformat instead of
+  strptime (0.50 s of 2.2 s for a heavy student's year): 2,034 → 1,673 ms in-process;
+  then grouped as whole half hours since 1970 (PostgreSQL `FLOOR(DATE_PART('epoch', t)
+  / 1800)`, SQLite `unixepoch(t) / 1800`) instead of formatted text (PostgreSQL's
+  to_char() of a truncated timestamp: 0.83 → 0.19–0.28 s for the year's reviews), in an
+  in-process probe alternated with the code before: SQLite 1,848 / 1,887 → 1,405 /
+  1,472 ms, PostgreSQL 3,055 / 3,149 → 1,358 / 1,321 ms;
 - deck page: the progress ids sorted alone (recall computed only for the recall sort),
   then one page's 100 rows read with their cards and recall, instead of sorting every
   row with its card's text and recall carried along; one statement more. 100k cards,
