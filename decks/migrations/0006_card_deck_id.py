@@ -10,14 +10,15 @@ class Migration(migrations.Migration):
         ('decks', '0005_user_session'),
     ]
 
+    # The (deck, id) index first, so the cards' deck lookups always have an index.
     operations = [
+        migrations.AddIndex(
+            model_name='card',
+            index=models.Index(fields=['deck', 'id'], name='card_deck_id'),
+        ),
         migrations.AlterField(
             model_name='card',
             name='deck',
             field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='cards', to='decks.deck'),
-        ),
-        migrations.AddIndex(
-            model_name='card',
-            index=models.Index(fields=['deck', 'id'], name='card_deck_id'),
         ),
     ]
