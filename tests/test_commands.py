@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import importlib
 from io import StringIO
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from django.core.management import CommandError, call_command
+from django.db import connection
 
 from decks.models import Card, Deck
 
@@ -81,3 +86,14 @@ def test_setup_demo_is_idempotent(db):
     assert Card.objects.count() == 12
     assert get_user_model().objects.filter(username="student").count() == 1
     assert get_user_model().objects.get(username="student").check_password("study-demo")
+
+
+def test_migrate_makes_the_database_caches_table(db):
+    """migrate alone must leave a working cache (the stats page and the class dashboard
+    keep their figures there): Django's migrate does not make its table."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE {settings.CACHES['default']['LOCATION']}")
+    migration = importlib.import_module("decks.migrations.0007_cache_table")
+    migration.create_cache_table(None, SimpleNamespace(connection=connection))
+    cache.set("figures", [1, 2])
+    assert cache.get("figures") == [1, 2]
