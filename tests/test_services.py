@@ -38,10 +38,15 @@ def test_ensure_progress_adds_new_rows_once(student, deck):
     assert list(rows.order_by("position").values_list("position", flat=True)) == [1, 2, 3]
 
 
-def test_ensure_progress_on_an_empty_deck_after_a_full_one(student, deck):
+def test_ensure_progress_on_an_empty_deck_after_a_full_one(
+    student, deck, django_assert_num_queries
+):
+    """The newest card at or below the empty deck's id is the full deck's: it must not
+    count as the empty deck's (one query, and no rows)."""
     empty = make_deck("Empty", cards=0)
     services.ensure_progress(student, deck)
-    services.ensure_progress(student, empty)
+    with django_assert_num_queries(1):
+        services.ensure_progress(student, empty)
     assert not CardProgress.objects.filter(user=student, deck=empty).exists()
     card = Card.objects.create(deck=empty, front="Q", back="A", position=1)
     services.ensure_progress(student, empty)
