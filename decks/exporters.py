@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 
 from decks import scheduler
-from decks.models import Rating, State
+from decks.models import STATE_NAMES, State
 from decks.rawsql import py_datetime
 
 REVIEW_COLUMNS = [
@@ -26,9 +26,6 @@ CARD_COLUMNS = [
 
 # A spreadsheet runs a cell starting with one of these as a formula (OWASP CSV injection).
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-RATING_LABELS = dict(Rating.choices)
-STATE_NAMES = {value: label.lower() for value, label in State.choices}
 
 # Self-rated mastery: the latest rating as a share of "Perfectly"; never rated is 0 %.
 MASTERY_BY_RATING = {None: 0, 1: 20, 2: 40, 3: 60, 4: 80, 5: 100}
@@ -91,30 +88,21 @@ def review_csv(
 ) -> Iterator[str]:  # fmt: skip
     """The reviews CSV (REVIEW_COLUMNS) in pieces of ``batch`` rows.
 
-    ``rows`` come from ``Review.objects.for_export()`` (times as the database's UTC
-    text); ``usernames`` maps the users' ids to names and ``cards`` gives (card id, deck
-    title, question) for the cards of the decks exported: rows of other cards are left
-    out, so the rows need not be filtered by deck. The first four cells are written
-    (quoted and neutralised, by csv.writer) once: the user's when the user changes, the
-    card's three the first time the card comes up; the rest of each line is one
-    f-string. Written for speed: a million rows go through this loop.
+    ``rows`` come from ``Review.objects.for_export()``: (user id, card id, the line's
+    cells from the rating on, written by the database); ``usernames`` maps the users'
+    ids to names and ``cards`` gives (card id, deck title, question) for the cards of the
+    decks exported: rows of other cards are left out, so the rows need not be filtered by
+    deck. The first four cells are written (quoted and neutralised, by csv.writer) once:
+    the user's when the user changes, the card's three the first time the card comes up.
+    Written for speed: a million rows go through this loop.
     """
     decks_and_questions = {card_id: (deck, question) for card_id, deck, question in cards}
     cells = _CardCells(decks_and_questions)
     user_cells = {user_id: _csv_cells([neutralise(name)]) for user_id, name in usernames.items()}
     current_user = user_cell = None
-    ratings = {value: f"{value},{label}," for value, label in RATING_LABELS.items()}
-    states = {
-        (before, after): f"{STATE_NAMES[before]},{STATE_NAMES[after]},"
-        for before in STATE_NAMES
-        for after in STATE_NAMES
-    }
     slots, offset, low, high = cells.slots, cells.offset, cells.low, cells.high
     lines = [",".join(REVIEW_COLUMNS) + "\r\n"]
-    for (
-        user_id, card_id, rating, reviewed_at, taken, state_before, state_after,
-        scheduled_days, due_after, stability, difficulty, recall,
-    ) in rows:  # fmt: skip
+    for user_id, card_id, review_cells in rows:
         card_cells = slots[card_id - offset] if low <= card_id <= high else None
         if card_cells is None:
             card_cells = cells.add(card_id)
@@ -122,13 +110,7 @@ def review_csv(
                 continue
         if user_id != current_user:
             current_user, user_cell = user_id, user_cells[user_id]
-        lines.append(
-            f"{user_cell}{card_cells}{ratings[rating]}"
-            f"{reviewed_at[:10]}T{reviewed_at[11:19]}Z,{'' if taken is None else taken},"
-            f"{states[state_before, state_after]}{scheduled_days:.4f},"
-            f"{due_after[:10]}T{due_after[11:19]}Z,{stability:.4f},{difficulty:.4f},"
-            f"{'' if recall is None else format(recall, '.4f')}\r\n"
-        )
+        lines.append(f"{user_cell}{card_cells}{review_cells}\r\n")
         if len(lines) == batch:
             yield "".join(lines)
             lines.clear()

@@ -6,9 +6,9 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.contrib.sessions.base_session import AbstractBaseSession
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import connection, models
-from django.db.models import Count, FilteredRelation, OuterRef, Q, Subquery, Value
-from django.db.models.functions import Cast, Coalesce
+from django.db import NotSupportedError, connection, models
+from django.db.models import Count, F, FilteredRelation, Func, OuterRef, Q, Subquery, Value
+from django.db.models.functions import Coalesce
 
 
 class Rating(models.IntegerChoices):
@@ -29,6 +29,11 @@ class State(models.IntegerChoices):
     REVIEW = 2, "Review"
     RELEARNING = 3, "Relearning"
     SUSPENDED = 4, "Suspended"
+
+
+# The words the CSVs use for ratings and states.
+RATING_LABELS = dict(Rating.choices)
+STATE_NAMES = {value: label.lower() for value, label in State.choices}
 
 
 class DeckQuerySet(models.QuerySet):
@@ -194,25 +199,98 @@ class ReviewQuerySet(models.QuerySet):
         return self.filter(card__deck__in=decks)
 
     def for_export(self) -> models.QuerySet:
-        """Rows for the reviews CSV (decks.exporters.review_csv), oldest first: the
-        review's own columns only; names and questions come from lookups made once per
-        export (a million joined rows would fetch the same strings again and again). The
-        order (reviewed_at, state_before, id) is the (user, reviewed_at, state_before)
-        index's own, so a student's export needs no sort. The two times come as the
-        database's text ('YYYY-MM-DD HH:MM:SS…', UTC on both backends): parsing a million
-        datetimes only to format them again would double the export's time."""
+        """Rows for the reviews CSV (decks.exporters.review_csv), oldest first: user id,
+        card id, and the rest of the line as the database writes it (ReviewCsvCells).
+        Names and questions come from lookups made once per export (a million joined rows
+        would fetch the same strings again and again). The order (reviewed_at,
+        state_before, id) is the (user, reviewed_at, state_before) index's own, so a
+        student's export needs no sort."""
         return (
             self.order_by("reviewed_at", "state_before", "id")
-            .annotate(
-                reviewed_text=Cast("reviewed_at", models.TextField()),
-                due_text=Cast("due_after", models.TextField()),
-            )
-            .values_list(
-                "user_id", "card_id", "rating", "reviewed_text", "time_taken_ms",
-                "state_before", "state_after", "scheduled_days", "due_text",
-                "stability_after", "difficulty_after", "retrievability",
-            )
-        )  # fmt: skip
+            .annotate(csv_cells=ReviewCsvCells())
+            .values_list("user_id", "card_id", "csv_cells")
+        )
+
+
+def _sql_text(text: str) -> str:
+    """A string literal for SQL that goes through parameter formatting (so % doubled)."""
+    return "'" + text.replace("'", "''").replace("%", "%%") + "'"
+
+
+def _sql_words(column: str, words: dict[int, str]) -> str:
+    whens = " ".join(f"WHEN {value} THEN {_sql_text(word)}" for value, word in words.items())
+    return f"CASE {column} {whens} END"
+
+
+class ReviewCsvCells(Func):
+    """A review's cells in the reviews CSV from the rating on (REVIEW_COLUMNS[4:] of
+    decks.exporters), as one text written by the database: rating, its label, reviewed
+    at, time taken, state before and after, scheduled days, due after, stability,
+    difficulty, retrievability. A million rows fetched as one text each instead of ten
+    values, with nothing left to format in Python, take about half the time on SQLite.
+
+    Times are ISO 8601 in UTC, to the second (truncated). Numbers have four decimals,
+    rounded by the database from the number's shortest decimal form with ties away from
+    zero: a stability stored as 1.75515 is written 1.7552 where Python's format() would
+    say 1.7551 (1 value in 25,000 in the bench's history)."""
+
+    output_field = models.TextField()
+    columns = [
+        "rating", "reviewed_at", "time_taken_ms", "state_before", "state_after",
+        "scheduled_days", "due_after", "stability_after", "difficulty_after", "retrievability",
+    ]  # fmt: skip
+
+    def __init__(self) -> None:
+        super().__init__(*map(F, self.columns))
+
+    def _compiled(self, compiler, connection) -> tuple[dict[str, str], list]:
+        columns, params = {}, []
+        for name, expression in zip(self.columns, self.get_source_expressions(), strict=True):
+            sql, column_params = compiler.compile(expression)
+            columns[name] = sql
+            params.extend(column_params)
+        ratings = {value: f"{value},{label}" for value, label in RATING_LABELS.items()}
+        columns["rating"] = _sql_words(columns["rating"], ratings)
+        for name in ["state_before", "state_after"]:
+            columns[name] = _sql_words(columns[name], STATE_NAMES)
+        return columns, params
+
+    def as_sql(self, compiler, connection, **extra_context):
+        raise NotSupportedError("The reviews CSV is written by SQLite or PostgreSQL only.")
+
+    def as_sqlite(self, compiler, connection, **extra_context):
+        # SQLite keeps times as 'YYYY-MM-DD HH:MM:SS[.ffffff]' text in UTC. One printf()
+        # is much cheaper than concatenating the cells (each || makes a new string).
+        c, params = self._compiled(compiler, connection)
+        sql = (
+            "printf('%%s,%%.10sT%%.8sZ,%%s,%%s,%%s,%%.4f,%%.10sT%%.8sZ,%%.4f,%%.4f,%%s',"
+            f" {c['rating']}, {c['reviewed_at']}, substr({c['reviewed_at']}, 12),"
+            f" {c['time_taken_ms']}, {c['state_before']}, {c['state_after']},"
+            f" {c['scheduled_days']}, {c['due_after']}, substr({c['due_after']}, 12),"
+            f" {c['stability_after']}, {c['difficulty_after']},"
+            f" CASE WHEN {c['retrievability']} IS NULL THEN ''"
+            f" ELSE printf('%%.4f', {c['retrievability']}) END)"
+        )
+        return sql, params
+
+    def as_postgresql(self, compiler, connection, **extra_context):
+        c, params = self._compiled(compiler, connection)
+
+        def time(column: str) -> str:
+            return f"""to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"""
+
+        def number(column: str) -> str:
+            return f"round({column}::numeric, 4)"
+
+        # format() writes NULL as an empty cell.
+        sql = (
+            f"format('{','.join(['%%s'] * 10)}', {c['rating']}, {time(c['reviewed_at'])},"
+            f" {c['time_taken_ms']}, {c['state_before']}, {c['state_after']},"
+            f" {number(c['scheduled_days'])}, {time(c['due_after'])},"
+            f" {number(c['stability_after'])}, {number(c['difficulty_after'])},"
+            f" {number(c['retrievability'])})"
+        )
+        return sql, params
 
 
 class Review(models.Model):

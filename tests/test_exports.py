@@ -127,6 +127,57 @@ def test_reviews_of_a_deck_no_longer_visible_are_left_out(student_client, histor
     assert {row["deck"] for row in rows} == {"Public deck"}
 
 
+def test_reviews_csv_cells_written_by_the_database_match_the_reviews(student_client, history):
+    """The cells from the rating on are written by the database: each must say what the
+    review holds (times in UTC to the second, numbers to four decimals, empty for none)."""
+    rows = read_csv(student_client.get("/export/reviews.csv"))
+    reviews = Review.objects.filter(user__username="alice").order_by("reviewed_at", "id")
+    assert len(rows) == len(reviews) == 4
+    labels = {1: "Not at all", 2: "Barely", 3: "With effort", 4: "Well", 5: "Perfectly"}
+    states = {0: "new", 1: "learning", 2: "review", 3: "relearning"}
+    for row, review in zip(rows, reviews, strict=True):
+        expected = {
+            "card_id": str(review.card_id),
+            "rating": str(review.rating),
+            "rating_label": labels[review.rating],
+            "reviewed_at": review.reviewed_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "time_taken_ms": "" if review.time_taken_ms is None else str(review.time_taken_ms),
+            "state_before": states[review.state_before],
+            "state_after": states[review.state_after],
+            "scheduled_days": f"{review.scheduled_days:.4f}",
+            "due_after": review.due_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "stability": f"{review.stability_after:.4f}",
+            "difficulty": f"{review.difficulty_after:.4f}",
+            "retrievability": (
+                "" if review.retrievability is None else f"{review.retrievability:.4f}"
+            ),
+        }
+        assert {column: row[column] for column in expected} == expected
+    assert rows[0]["retrievability"] == ""  # a new card's first rating has none
+    assert rows[1]["time_taken_ms"] == ""
+
+
+def test_reviews_csv_times_are_truncated_and_numbers_rounded_from_their_decimal(
+    student_client, student, deck
+):  # fmt: skip
+    """Both databases round 1.75515 (stored as 1.75514999…) up, as it reads, and cut a
+    time's fraction of a second; a relearning card and a big interval come out whole."""
+    card = deck.cards.first()
+    services.record_review(student, card.pk, 3, NOW)
+    Review.objects.filter(user=student).update(
+        reviewed_at=NOW + timedelta(microseconds=999_999),
+        state_before=3, state_after=3, scheduled_days=36500.0,
+        stability_after=1.75515, difficulty_after=10.0, retrievability=0.00005,
+    )  # fmt: skip
+    (row,) = read_csv(student_client.get("/export/reviews.csv"))
+    assert row["reviewed_at"] == "2026-03-10T12:00:00Z"
+    assert (row["state_before"], row["state_after"]) == ("relearning", "relearning")
+    assert (row["scheduled_days"], row["stability"], row["difficulty"]) == (
+        "36500.0000", "1.7552", "10.0000"
+    )  # fmt: skip
+    assert row["retrievability"] == "0.0001"
+
+
 def test_iso_utc_takes_aware_and_naive_datetimes_and_database_text():
     kolkata = timezone(timedelta(hours=5, minutes=30))
     assert exporters.iso_utc(datetime(2026, 3, 10, 12, 0, 5, 999999, tzinfo=kolkata)) == (
@@ -139,8 +190,8 @@ def test_iso_utc_takes_aware_and_naive_datetimes_and_database_text():
 
 
 def _review_row(user_id: int, card_id: int, minute: int) -> tuple:
-    at = f"2026-03-10 12:{minute:02d}:00.250000"
-    return (user_id, card_id, 3, at, 1500, 0, 2, 1.5, at, 1.5, 5.0, None)
+    at = f"2026-03-10T12:{minute:02d}:00Z"
+    return (user_id, card_id, f"3,With effort,{at},1500,new,review,1.5000,{at},1.5000,5.0000,")
 
 
 @pytest.mark.parametrize("card_ids", [[7, 9, 11], [7, 5000, 90_000_000]], ids=["dense", "sparse"])
