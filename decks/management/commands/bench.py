@@ -1982,6 +1982,23 @@ In the evening of 26 November (the machine fast again at first: full runs at 18:
   the reviews CSV (one column instead of three): 4.44 → 4.37 s per 1M rows in-process,
   within the noise; the states as a list indexed by arithmetic: 2.41 → 2.31 s for the
   formatting alone, within the noise too.
+
+Late on 26 November:
+
+- reviews CSV: the database writes each line's cells from the rating on as one text
+  (`ReviewCsvCells`: one `printf()` on SQLite, one `format()` on PostgreSQL), so each row
+  comes as (user id, card id, text) instead of twelve values and Python formats nothing.
+  Building the text by concatenation had cost more than it saved (above); one printf()
+  makes one string. `--only export`, alternated with the code before (old → new):
+  SQLite 175,558 / 248,821 → 284,156 / 291,186 rows/s, PostgreSQL 174,432 / 165,626 →
+  240,100 / 203,357 rows/s. The databases round the four numbers from their shortest
+  decimal, ties away from zero (a stability of 1.75515 is written 1.7552; Python's
+  format() wrote 1.7551): 138 of the bench history's 3.8M numbers on SQLite, 150 on
+  PostgreSQL;
+- tried and dropped: without the reviews' and progress rows' own user_id indexes (the
+  composite indexes that lead with user_id cover them; 11 index entries per rating
+  instead of 13), the PostgreSQL core was within the noise (1.41–1.50 → 1.42–1.97 →
+  1.39–1.42 ms, three rounds each in a slow phase, before / without / with them again).
 """
 
 
