@@ -1999,6 +1999,15 @@ Late on 26 November:
   composite indexes that lead with user_id cover them; 11 index entries per rating
   instead of 13), the PostgreSQL core was within the noise (1.41–1.50 → 1.42–1.97 →
   1.39–1.42 ms, three rounds each in a slow phase, before / without / with them again).
+
+Last on 26 November, with no change to the code: on a new host (kernel fc-v669; the
+runs above were on other hosts, fc-v595 the latest) with the bench data generated afresh,
+two pairs of full runs met every target on both databases. PostgreSQL core 0.733 and
+0.776 ms (Anki 0.208 and 0.250: 3.52× and 3.10×), HTTP 384 / 400 and 420 / 370 steps/s
+at 8 / 32 students; SQLite core 0.232 and 0.198 ms (1.06× and 1.03× Anki's), HTTP
+673 / 630 and 686 / 720 steps/s, reviews CSV 348,973 and 366,267 rows/s. The misses
+recorded above came in slow phases of the older hosts, where the same code had measured
+PostgreSQL core 0.95–1.06 ms and SQLite HTTP 370–504 steps/s at 8 students.
 """
 
 
